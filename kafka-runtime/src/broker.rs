@@ -1,0 +1,92 @@
+//! Keeps the "broker reachable" readiness check and the `kafka_broker_up` gauge current
+//! by asking the cluster for its metadata at a fixed interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+
+use crate::admin::ReadyCheck;
+use crate::config::KafkaArgs;
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The probe; [`BrokerProbe::run`] loops until shutdown.
+pub struct BrokerProbe {
+    client: Arc<AdminClient<DefaultClientContext>>,
+    check: ReadyCheck,
+    up: Gauge,
+}
+
+impl std::fmt::Debug for BrokerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProbe").finish_non_exhaustive()
+    }
+}
+
+impl BrokerProbe {
+    pub fn new(kafka: &KafkaArgs, client_id: &str, registry: &mut Registry, check: ReadyCheck) -> Result<Self> {
+        let client = kafka
+            .client_config(client_id)
+            .create()
+            .map_err(|e| Error::kafka("cannot create the broker probe client", e))?;
+        let up = Gauge::default();
+        registry.register(
+            "kafka_broker_up",
+            "Whether the last metadata request to the broker succeeded (1) or not (0)",
+            up.clone(),
+        );
+        Ok(BrokerProbe {
+            client: Arc::new(client),
+            check,
+            up,
+        })
+    }
+
+    /// Asks for cluster metadata once and records the answer.
+    pub async fn probe_once(&self) -> std::result::Result<(), String> {
+        let client = Arc::clone(&self.client);
+        // librdkafka's metadata call blocks its thread; keep it off the async workers.
+        let answer = tokio::task::spawn_blocking(move || {
+            client
+                .inner()
+                .fetch_metadata(None, PROBE_TIMEOUT)
+                .map(|m| m.brokers().len())
+        })
+        .await;
+        let result = match answer {
+            Ok(Ok(brokers)) if brokers > 0 => Ok(()),
+            Ok(Ok(_)) => Err("the cluster reported no brokers".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("probe task failed: {e}")),
+        };
+        self.up.set(i64::from(result.is_ok()));
+        self.check.set(result.is_ok());
+        result
+    }
+
+    /// Probes until shutdown, logging only when reachability changes.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut last: Option<bool> = None;
+        loop {
+            let result = self.probe_once().await;
+            if last != Some(result.is_ok()) {
+                match &result {
+                    Ok(()) => tracing::info!("broker reachable"),
+                    Err(e) => tracing::warn!(error = %e, "broker not reachable"),
+                }
+                last = Some(result.is_ok());
+            }
+            tokio::select! {
+                _ = shutdown.requested() => return,
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Settings every binary shares. Each binary flattens these into its own clap `Config`,
+//! so `--help` lists them beside the binary's own, each with its environment variable.
+
+use clap::{Args, ValueEnum};
+use rdkafka::ClientConfig;
+use schemas::topics::TopicNames;
+
+use crate::error::{Error, Result};
+
+/// Where the broker is and which topics this deployment uses.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated `host:port` pairs.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    pub bootstrap_servers: String,
+
+    /// Prefix put in front of every topic name, so that several deployments (or test
+    /// runs) share one broker. ASCII letters, digits, '.', '_' and '-'.
+    #[arg(long, env = "SALES_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    /// The topic names under this deployment's prefix; a bad prefix is a config error.
+    pub fn topic_names(&self) -> Result<TopicNames> {
+        TopicNames::new(self.topic_prefix.clone()).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// librdkafka settings common to every client: where the broker is, and a bound on
+    /// how long a request may wait, so that an unreachable broker shows up as an error
+    /// rather than a hang.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            .set("socket.timeout.ms", "10000")
+            // librdkafka logs through the `log` crate, which `tracing` picks up.
+            .set("log_level", "4");
+        config
+    }
+}
+
+/// How the process logs.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format: human-readable `text`, or `json` lines for a log pipeline.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which log lines to keep, as a tracing filter (`info`, `warn,enricher=debug`...).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// The log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of the transactional processing loop shared by the stateful stages.
+#[derive(Debug, Clone, Args)]
+pub struct ProcessingArgs {
+    /// How often the open transaction (outputs, state changes and input offsets) is
+    /// committed. This bounds end-to-end latency; shorter means more transactions.
+    #[arg(long, env = "COMMIT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub commit_interval: std::time::Duration,
+
+    /// Commit early once a transaction holds this many input records.
+    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub commit_max_records: u32,
+}
+
+impl ProcessingArgs {
+    /// Rejects settings that parse but cannot work.
+    pub fn validate(&self) -> Result<()> {
+        if self.commit_interval.is_zero() {
+            return Err(Error::Config("--commit-interval must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        processing: ProcessingArgs,
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_broker_without_prefix() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(cli.kafka.topic_names().unwrap().prefix(), "");
+        assert_eq!(cli.processing.commit_interval, std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_bad_topic_prefix_is_a_configuration_error() {
+        let cli = Cli::try_parse_from(["x", "--topic-prefix", "a b"]).unwrap();
+        assert!(matches!(cli.kafka.topic_names(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_zero_commit_interval_is_refused() {
+        let cli = Cli::try_parse_from(["x", "--commit-interval", "0s"]).unwrap();
+        assert!(cli.processing.validate().is_err());
+    }
+
+    #[test]
+    fn a_commit_interval_without_unit_is_refused_by_the_parser() {
+        assert!(Cli::try_parse_from(["x", "--commit-interval", "100"]).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! Errors of the shared runtime.
+
+use std::net::SocketAddr;
+
+/// What can go wrong in the shared plumbing. Each variant says whether retrying can
+/// help: a broker that does not answer may come back, a bad setting will not.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid; fix the configuration and start again.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The admin listener could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call to the broker failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Logging could not be set up.
+    #[error("cannot set up logging: {0}")]
+    Telemetry(String),
+    /// A background task died (panicked or was cancelled).
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether the same call may succeed later (a broker timing out, a transport error)
+    /// rather than failing again for the same reason.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Kafka { source, .. } => source.rdkafka_error_code().is_some_and(|code| {
+                use rdkafka::types::RDKafkaErrorCode::*;
+                matches!(
+                    code,
+                    OperationTimedOut
+                        | RequestTimedOut
+                        | BrokerTransportFailure
+                        | AllBrokersDown
+                        | BrokerNotAvailable
+                        | NotCoordinator
+                        | LeaderNotAvailable
+                )
+            }),
+            Error::Config(_) | Error::Bind { .. } | Error::Telemetry(_) | Error::Task(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! The Kafka plumbing every binary of the pipeline shares, so that no stage repeats it.
+//!
+//! - [`config`]: the command-line flags (with environment variables) common to every
+//!   binary, and the librdkafka client configuration built from them.
+//! - [`telemetry`]: `tracing` set up once, as text or JSON lines.
+//! - [`shutdown`]: one shutdown signal (SIGINT, SIGTERM) spread to every task.
+//! - [`admin`]: the admin listener: `/healthz`, `/readyz` (named readiness checks) and
+//!   `/metrics` (Prometheus text).
+//! - [`broker`]: a background probe that keeps the "broker reachable" check current.
+//! - [`topic_admin`]: creates the pipeline's topics and verifies existing ones.
+//! - [`stage`]: puts the above together for a stage binary.
+//! - [`error`]: this crate's error type.
+
+pub mod admin;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod shutdown;
+pub mod stage;
+pub mod telemetry;
+pub mod topic_admin;
+
+pub use error::Error;

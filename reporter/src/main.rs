@@ -1,0 +1,9 @@
+use clap::Parser;
+use kafka_runtime::shutdown::Shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = reporter::Config::parse();
+    kafka_runtime::telemetry::init(&config.telemetry)?;
+    reporter::run(config, Shutdown::on_signals()?).await
+}

@@ -1,0 +1,42 @@
+//! salesctl, the operator's tool.
+//!
+//! - [`Cli`]: its commands and settings.
+//! - [`run`]: carries out one command.
+//! - [`topics`]: `salesctl topics ...`.
+
+pub mod topics;
+
+use clap::{Parser, Subcommand};
+use kafka_runtime::config::{KafkaArgs, TelemetryArgs};
+
+/// The operator's tool for the sales pipeline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "salesctl",
+    version,
+    about = "The operator's tool: topics, organization settings, reading topics, reports."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and check the pipeline's topics.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+}
+
+/// Carries out one command; the exit code is the returned one.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Topics(command) => topics::run(&cli.kafka, command).await,
+    }
+}

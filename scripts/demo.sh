@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The pipeline on this machine: a local single-node Kafka, every topic, every binary,
+# and their health, until Ctrl-C (which stops the binaries with SIGTERM, as an
+# orchestrator would). The broker keeps running; `scripts/kafka-local.sh stop` ends it.
+#
+#   scripts/demo.sh           run until Ctrl-C
+#   scripts/demo.sh --check   start everything, show it healthy, stop, exit non-zero on any failure
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CHECK_ONLY=false
+[[ "${1:-}" == "--check" ]] && CHECK_ONLY=true
+
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+LOG_DIR=${DEMO_LOG_DIR:-${TMPDIR:-/tmp}/sales-demo}
+mkdir -p "$LOG_DIR"
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Kafka"
+if [[ "$KAFKA_BOOTSTRAP_SERVERS" == "127.0.0.1:9092" ]]; then
+  scripts/kafka-local.sh start
+else
+  echo "using the broker at $KAFKA_BOOTSTRAP_SERVERS"
+fi
+
+say "Building the binaries"
+cargo build --locked --bins
+BIN=target/debug
+
+say "Creating the topics"
+"$BIN/salesctl" topics create
+
+# name, admin address (each stage's default)
+STAGES=(ingest:127.0.0.1:9180 enricher:127.0.0.1:9181 attributor:127.0.0.1:9182 reporter:127.0.0.1:9183)
+PIDS=()
+
+stop_all() {
+  trap - EXIT INT TERM
+  say "Stopping the binaries (SIGTERM)"
+  local failed=0
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for i in "${!PIDS[@]}"; do
+    local name=${STAGES[$i]%%:*}
+    if wait "${PIDS[$i]}"; then
+      echo "$name stopped cleanly"
+    else
+      echo "$name exited with status $? (log: $LOG_DIR/$name.log)"
+      failed=1
+    fi
+  done
+  return $failed
+}
+trap 'stop_all; exit 130' INT TERM
+trap 'stop_all' EXIT
+
+say "Starting every stage (logs in $LOG_DIR)"
+for stage in "${STAGES[@]}"; do
+  name=${stage%%:*}
+  "$BIN/$name" >"$LOG_DIR/$name.log" 2>&1 &
+  PIDS+=($!)
+  echo "$name started (pid $!)"
+done
+
+say "Waiting until every stage is ready"
+for i in "${!STAGES[@]}"; do
+  name=${STAGES[$i]%%:*}
+  admin=${STAGES[$i]#*:}
+  ready=false
+  for _ in $(seq 1 150); do
+    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      echo "$name exited during start-up:"; tail -n 20 "$LOG_DIR/$name.log"; exit 1
+    fi
+    if curl -fsS "http://$admin/readyz" >/dev/null 2>&1; then ready=true; break; fi
+    sleep 0.2
+  done
+  $ready || { echo "$name did not become ready: $(curl -sS "http://$admin/readyz" 2>&1)"; exit 1; }
+  printf '%-11s http://%s  healthz %s  readyz %s\n' "$name" "$admin" \
+    "$(curl -sS "http://$admin/healthz")" "$(curl -sS "http://$admin/readyz")"
+done
+
+say "The pipeline is up"
+echo "widget API:  http://127.0.0.1:8080/v1/  (public listener of ingest)"
+echo "metrics:     curl http://127.0.0.1:9181/metrics  (each stage on its admin address)"
+
+if $CHECK_ONLY; then
+  exit 0
+fi
+echo "Ctrl-C stops the binaries."
+wait

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka (KRaft, broker and controller in one process) on
+# 127.0.0.1, from Kafka's own jars on Maven Central; no Docker needed.
+#
+#   scripts/kafka-local.sh start    resolve the jars (once), format storage, start, wait until ready
+#   scripts/kafka-local.sh stop     stop the broker this script started and delete its data
+#   scripts/kafka-local.sh status   say whether a broker answers
+#
+# Settings (environment): KAFKA_LOCAL_PORT (9092), KAFKA_LOCAL_CONTROLLER_PORT (9093),
+# KAFKA_LOCAL_HEAP (768m), SALES_KAFKA_CACHE (where the jars are kept, outside the repo).
+set -euo pipefail
+
+KAFKA_VERSION=4.1.1 # keep in step with scripts/kafka/pom.xml and the tests' container tag
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${SALES_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sales-pipeline}
+LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
+HOST=127.0.0.1
+PORT=${KAFKA_LOCAL_PORT:-9092}
+CONTROLLER_PORT=${KAFKA_LOCAL_CONTROLLER_PORT:-9093}
+HEAP=${KAFKA_LOCAL_HEAP:-768m}
+# Config, logs and data of a run: a temporary folder, wiped at each start and at stop.
+RUN_DIR=${TMPDIR:-/tmp}/sales-kafka-$PORT
+PID_FILE=$RUN_DIR/kafka.pid
+READY_TIMEOUT=${KAFKA_LOCAL_READY_TIMEOUT:-90}
+
+say() { printf 'kafka-local: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+answers() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+our_pid() {
+  [[ -f $PID_FILE ]] || return 1
+  local pid
+  pid=$(<"$PID_FILE")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+require_tools() {
+  command -v java >/dev/null || die "java not found; Java 17 or newer is required"
+  command -v mvn >/dev/null || die "mvn not found; Maven is required to fetch Kafka's jars"
+  local major
+  major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
+  [[ ${major:-0} -ge 17 ]] || die "Java 17 or newer is required, found version ${major:-unknown}"
+}
+
+resolve_jars() {
+  [[ -f $LIBS/.complete ]] && return 0
+  say "fetching Apache Kafka $KAFKA_VERSION and its dependencies from Maven Central into $LIBS"
+  rm -rf "$LIBS.partial"
+  mvn -q -B -f "$HERE/kafka/pom.xml" \
+    -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS.partial" \
+    || die "Maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  ls "$LIBS.partial"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "kafka_2.13-$KAFKA_VERSION.jar missing after resolution"
+  rm -rf "$LIBS"
+  mv "$LIBS.partial" "$LIBS"
+  touch "$LIBS/.complete"
+}
+
+write_config() {
+  mkdir -p "$RUN_DIR/data" "$RUN_DIR/logs"
+  cat >"$RUN_DIR/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$RUN_DIR/data
+auto.create.topics.enable=false
+num.partitions=1
+# One node: every internal topic has one replica, and transactions need the
+# transaction state log's min ISR to be 1 as well.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions start faster on a small machine.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+# No waiting for more members before the first rebalance: tests start consumers one by one.
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+PROPS
+}
+
+java_args() {
+  printf '%s\n' -Xms256m -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties" -Dkafka.logs.dir="$RUN_DIR/logs" \
+    -cp "$LIBS/*"
+}
+
+java_cmd() {
+  local args
+  mapfile -t args < <(java_args)
+  java "${args[@]}" "$@"
+}
+
+start() {
+  if pid=$(our_pid); then
+    say "already running (pid $pid) on $HOST:$PORT; nothing to do"
+    return 0
+  fi
+  if answers "$PORT"; then
+    say "a broker already answers on $HOST:$PORT (not started by this script); using it"
+    return 0
+  fi
+  answers "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (controller) is taken; set KAFKA_LOCAL_CONTROLLER_PORT"
+  require_tools
+  resolve_jars
+  rm -rf "$RUN_DIR"
+  write_config
+  local started=$SECONDS cluster_id
+  cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
+  java_cmd kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$RUN_DIR/server.properties" \
+    >"$RUN_DIR/logs/format.log" 2>&1 || { cat "$RUN_DIR/logs/format.log" >&2; die "formatting KRaft storage failed"; }
+  # Its own session, so that a Ctrl-C in the terminal that started it does not stop it:
+  # a second start finds it running. (Not a process group leader here, so setsid execs
+  # java in place and $! is the broker's pid.)
+  local args
+  mapfile -t args < <(java_args)
+  nohup setsid java "${args[@]}" kafka.Kafka "$RUN_DIR/server.properties" \
+    >"$RUN_DIR/logs/console.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$PID_FILE"
+  while true; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 40 "$RUN_DIR/logs/console.log" "$RUN_DIR/logs/server.log" >&2 2>/dev/null || true
+      die "the broker exited during start-up (logs above, in $RUN_DIR/logs)"
+    fi
+    if answers "$PORT" && grep -q "Kafka Server started" "$RUN_DIR/logs/server.log" 2>/dev/null; then
+      break
+    fi
+    if (( SECONDS - started > READY_TIMEOUT )); then
+      die "the broker did not become ready within ${READY_TIMEOUT}s (logs in $RUN_DIR/logs)"
+    fi
+    sleep 0.2
+  done
+  say "Apache Kafka $KAFKA_VERSION ready on $HOST:$PORT after $(( SECONDS - started ))s (pid $pid, data in $RUN_DIR)"
+}
+
+stop() {
+  local pid
+  if ! pid=$(our_pid); then
+    say "no broker started by this script is running on port $PORT"
+    rm -rf "$RUN_DIR"
+    return 0
+  fi
+  kill -TERM "$pid"
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "the broker did not stop within 30s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$RUN_DIR"
+  say "stopped (pid $pid) and deleted its data"
+}
+
+status() {
+  if pid=$(our_pid); then
+    say "running (pid $pid) on $HOST:$PORT, data in $RUN_DIR"
+  elif answers "$PORT"; then
+    say "a broker not started by this script answers on $HOST:$PORT"
+  else
+    say "no broker answers on $HOST:$PORT"
+    return 1
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

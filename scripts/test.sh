@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against a real Kafka broker: the one KAFKA_BOOTSTRAP_SERVERS
+# names, or else a local single-node broker started (or found running) by
+# scripts/kafka-local.sh. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+  scripts/kafka-local.sh start
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_LOCAL_PORT:-9092}"
+fi
+echo "tests: using Kafka at $KAFKA_BOOTSTRAP_SERVERS" >&2
+exec cargo test --workspace --locked "$@"

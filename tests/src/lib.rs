@@ -1,0 +1,189 @@
+//! The harness of the integration tests: a real Kafka broker, shared by every test, and
+//! a private namespace (topic prefix, group ids, transactional ids) for each test so
+//! they run in parallel without seeing each other's records.
+//!
+//! The broker is the one `KAFKA_BOOTSTRAP_SERVERS` names (`scripts/test.sh` starts a
+//! local one and sets it); without it, a broker is started with testcontainers, which
+//! needs a Docker engine.
+
+use std::time::Duration;
+
+use kafka_runtime::config::KafkaArgs;
+use kafka_runtime::topic_admin::{TopicsReport, ensure_topics};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use schemas::topics::{Topic, TopicNames};
+use testcontainers_modules::kafka::apache;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+/// The Kafka version the tests run against in a container; the same as the local broker.
+pub const KAFKA_IMAGE_TAG: &str = "4.1.1";
+
+/// Partitions of the topics each test creates: fewer than production's default keeps
+/// topic creation quick, more than one keeps partitioning honest.
+pub const TEST_PARTITIONS: i32 = 3;
+
+struct Broker {
+    bootstrap: String,
+    // Kept for the life of the test binary; testcontainers removes it afterwards.
+    _container: Option<ContainerAsync<apache::Kafka>>,
+}
+
+static BROKER: OnceCell<Broker> = OnceCell::const_new();
+
+/// The bootstrap servers of the shared test broker, starting it on first use.
+pub async fn bootstrap_servers() -> &'static str {
+    let broker = BROKER
+        .get_or_init(|| async {
+            if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+                && !bootstrap.trim().is_empty()
+            {
+                return Broker {
+                    bootstrap,
+                    _container: None,
+                };
+            }
+            let container = apache::Kafka::default()
+                .with_jvm_image()
+                .with_tag(KAFKA_IMAGE_TAG)
+                .start()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "KAFKA_BOOTSTRAP_SERVERS is not set and testcontainers could not start Kafka ({e}). \
+                         Run scripts/test.sh, which starts a local broker without Docker."
+                    )
+                });
+            let port = container
+                .get_host_port_ipv4(apache::KAFKA_PORT)
+                .await
+                .unwrap_or_else(|e| panic!("cannot read the Kafka container's port: {e}"));
+            Broker {
+                bootstrap: format!("127.0.0.1:{port}"),
+                _container: Some(container),
+            }
+        })
+        .await;
+    &broker.bootstrap
+}
+
+/// One test's private corner of the shared broker.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub kafka: KafkaArgs,
+    pub names: TopicNames,
+    id: String,
+}
+
+impl TestEnv {
+    /// A fresh namespace: a random topic prefix such as `t-1a2b3c4d.`.
+    pub async fn new() -> Self {
+        let id = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let kafka = KafkaArgs {
+            bootstrap_servers: bootstrap_servers().await.to_string(),
+            topic_prefix: format!("{id}."),
+        };
+        let names = kafka
+            .topic_names()
+            .unwrap_or_else(|e| panic!("test prefix refused: {e}"));
+        TestEnv { kafka, names, id }
+    }
+
+    /// Creates every topic of the pipeline under this test's prefix.
+    pub async fn create_topics(&self) -> TopicsReport {
+        ensure_topics(&self.kafka, TEST_PARTITIONS, 1)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create topics: {e}"))
+    }
+
+    pub fn topic(&self, topic: Topic) -> String {
+        self.names.name(topic)
+    }
+
+    /// A consumer group id (or transactional id) unique to this test.
+    pub fn unique_id(&self, what: &str) -> String {
+        format!("{}-{what}", self.id)
+    }
+
+    /// Client settings pointing at the shared broker.
+    pub fn client_config(&self) -> ClientConfig {
+        self.kafka.client_config(&self.unique_id("client"))
+    }
+
+    pub fn transactional_producer(&self, transactional_id: &str) -> FutureProducer {
+        self.client_config()
+            .set("transactional.id", self.unique_id(transactional_id))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a transactional producer: {e}"))
+    }
+
+    /// A consumer of `topic` from its beginning, in its own group, with the given
+    /// isolation level (`read_committed` or `read_uncommitted`).
+    pub fn consumer(&self, topic: &str, isolation: &str) -> StreamConsumer {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", self.unique_id(&format!("reader-{isolation}")))
+            .set("isolation.level", isolation)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a consumer: {e}"));
+        consumer
+            .subscribe(&[topic])
+            .unwrap_or_else(|e| panic!("cannot subscribe to {topic}: {e}"));
+        consumer
+    }
+}
+
+/// A free port on 127.0.0.1 for a listener a test starts.
+pub fn free_local_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("no local address: {e}"))
+}
+
+/// A minimal HTTP/1.0 GET, enough to read the admin listener: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` saying
+/// what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one test binary, one shared broker, a private topic prefix per test.
+
+mod cli;
+mod compose;
+mod stages;
+mod topics;
+mod transactions;
