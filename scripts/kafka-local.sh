@@ -114,7 +114,8 @@ start() {
   resolve_jars
   rm -rf "$RUN_DIR"
   write_config
-  local started=$SECONDS cluster_id
+  local started=$SECONDS started_ns cluster_id
+  started_ns=$(date +%s%N)
   cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
   java_cmd kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$RUN_DIR/server.properties" \
     >"$RUN_DIR/logs/format.log" 2>&1 || { cat "$RUN_DIR/logs/format.log" >&2; die "formatting KRaft storage failed"; }
@@ -140,7 +141,8 @@ start() {
     fi
     sleep 0.2
   done
-  say "Apache Kafka $KAFKA_VERSION ready on $HOST:$PORT after $(( SECONDS - started ))s (pid $pid, data in $RUN_DIR)"
+  local ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
+  say "Apache Kafka $KAFKA_VERSION ready on $HOST:$PORT after $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s (pid $pid, data in $RUN_DIR)"
 }
 
 stop() {
