@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-/// What can go wrong in the shared plumbing. Each variant says whether retrying can
+/// What can go wrong in the shared plumbing. Messages name what failed; the cause is
+/// the error's `source`, so a report that prints the chain shows each part once. Each variant says whether retrying can
 /// help: a broker that does not answer may come back, a bad setting will not.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,14 +11,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The admin listener could not bind its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     /// A call to the broker failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kafka {
         context: String,
         #[source]

@@ -18,6 +18,8 @@ use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first request: how long to wait for an unreachable broker before saying so.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What was found or done for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +116,16 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
         .operation_timeout(Some(ADMIN_TIMEOUT))
         .request_timeout(Some(ADMIN_TIMEOUT));
 
-    let existing = topic_partitions(&admin).await?;
+    let existing = topic_partitions(&admin).await.map_err(|e| match e {
+        Error::Kafka { source, .. } => Error::kafka(
+            format!(
+                "cannot read cluster metadata from {} (is Kafka running there?)",
+                kafka.bootstrap_servers
+            ),
+            source,
+        ),
+        other => other,
+    })?;
     // (full name, contract, retention.ms as the broker wants it)
     let wanted: Vec<(String, TopicSpec, Option<String>)> = Topic::ALL
         .iter()
@@ -190,7 +201,7 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
 async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Result<HashMap<String, i32>> {
     let client = Arc::clone(admin);
     // librdkafka's metadata call blocks its thread; keep it off the async workers.
-    let metadata = tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, ADMIN_TIMEOUT))
+    let metadata = tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, METADATA_TIMEOUT))
         .await
         .map_err(|e| Error::Task(format!("metadata request: {e}")))?
         .map_err(|e| Error::kafka("cannot read cluster metadata", e))?;
