@@ -10,4 +10,10 @@ if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
   export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_LOCAL_PORT:-9092}"
 fi
 echo "tests: using Kafka at $KAFKA_BOOTSTRAP_SERVERS" >&2
+# The schema interop test reads the fixtures with fastavro from this interpreter. Assigned apart
+# from the export so that a failing python-env.sh stops the run under `set -e`.
+if [[ -z "${SALES_PYTHON:-}" ]]; then
+  SALES_PYTHON="$(scripts/python-env.sh)"
+  export SALES_PYTHON
+fi
 exec cargo test --workspace --locked "$@"
