@@ -3,7 +3,9 @@
 //! - [`Cli`]: its commands and settings.
 //! - [`run`]: carries out one command.
 //! - [`topics`]: `salesctl topics ...`.
+//! - [`tail`]: `salesctl tail <topic>`.
 
+pub mod tail;
 pub mod topics;
 
 use clap::{Parser, Subcommand};
@@ -32,11 +34,18 @@ pub enum Command {
     /// Create and check the pipeline's topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Print a topic's records as JSON lines, decoded by their schema fingerprint
+    /// (committed records only).
+    Tail(tail::TailArgs),
 }
 
 /// Carries out one command; the exit code is the returned one.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Topics(command) => topics::run(&cli.kafka, command).await,
+        Command::Tail(args) => {
+            tail::tail(&cli.kafka, &args, &mut std::io::stdout().lock()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

@@ -14,31 +14,6 @@ pub trait Sample: Record {
     fn sample() -> Self;
 }
 
-/// Calls `$m!` with every top-level record type, so that tests and tools cover all.
-#[macro_export]
-macro_rules! every_record {
-    ($m:ident) => {
-        $m! {
-            OrganizationSettings,
-            WidgetEvent,
-            ChatEvent,
-            EnrichedOrder,
-            AgentNotification,
-            CustomerOrderSummary,
-            AttributedOrder,
-            WinsCounter,
-            DailySalesReport,
-            DeadLetter,
-            CustomerChats,
-            CartState,
-            SeenOrder,
-            SeenEvent,
-            PendingOrder,
-            ReportState
-        }
-    };
-}
-
 fn money(text: &str) -> Money {
     Money::new(Decimal::from_str(text).unwrap_or_default()).unwrap_or_default()
 }

@@ -42,5 +42,3 @@ pub enum AgentKind {
     Human,
     Ai,
 }
-
-super::records!(ChatEvent);

@@ -21,5 +21,3 @@ pub struct DeadLetter {
     pub source_value: Option<Vec<u8>>,
     pub failed_at: Timestamp,
 }
-
-super::records!(DeadLetter);

@@ -1,7 +1,7 @@
 //! Rust types of every record in `schemas/avro/`, one module per group of topics.
 //!
 //! Field names are the Avro field names and every type maps one to one onto its
-//! schema; `tests` in [`crate::codec`] fail when a type and its `.avsc` drift apart.
+//! schema; `schemas/tests/contracts.rs` fails when a type and its `.avsc` drift apart.
 
 pub mod chat;
 pub mod dead_letter;
@@ -25,12 +25,38 @@ pub trait Record: serde::Serialize + serde::de::DeserializeOwned + 'static {
     const NAME: &'static str;
 }
 
-/// Declares the full Avro name of top-level records.
-macro_rules! records {
+/// Calls `$m!` with every top-level record type, so that tests and tools cover all.
+#[macro_export]
+macro_rules! every_record {
+    ($m:ident) => {
+        $m! {
+            OrganizationSettings,
+            WidgetEvent,
+            ChatEvent,
+            EnrichedOrder,
+            AgentNotification,
+            CustomerOrderSummary,
+            AttributedOrder,
+            WinsCounter,
+            DailySalesReport,
+            DeadLetter,
+            CustomerChats,
+            CartState,
+            SeenOrder,
+            SeenEvent,
+            PendingOrder,
+            ReportState
+        }
+    };
+}
+
+/// Implements [`Record`] for each type; the full name is the type's name in the one
+/// namespace of the schemas.
+macro_rules! impl_record {
     ($($ty:ident),* $(,)?) => {
-        $(impl crate::records::Record for $ty {
+        $(impl Record for $ty {
             const NAME: &'static str = concat!("sales.pipeline.", stringify!($ty));
         })*
     };
 }
-pub(crate) use records;
+crate::every_record!(impl_record);

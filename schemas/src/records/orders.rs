@@ -144,5 +144,3 @@ pub struct Attribution {
     pub sale_timing: SaleTiming,
     pub time_to_order_micros: i64,
 }
-
-super::records!(EnrichedOrder, AgentNotification, CustomerOrderSummary, AttributedOrder);

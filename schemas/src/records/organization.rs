@@ -16,5 +16,3 @@ pub struct OrganizationSettings {
     pub rate_limit_burst: Option<i32>,
     pub updated_at: Option<Timestamp>,
 }
-
-super::records!(OrganizationSettings);

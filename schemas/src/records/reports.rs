@@ -78,5 +78,3 @@ pub struct TopOrder {
     pub placed_at: Timestamp,
     pub chat_id: Option<String>,
 }
-
-super::records!(WinsCounter, DailySalesReport);

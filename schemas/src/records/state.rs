@@ -96,12 +96,3 @@ pub struct SectionState {
     #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
     pub top_orders: Vec<TopOrder>,
 }
-
-super::records!(
-    CustomerChats,
-    CartState,
-    SeenOrder,
-    SeenEvent,
-    PendingOrder,
-    ReportState
-);

@@ -107,5 +107,3 @@ pub struct CartProduct {
     pub variant_id: Option<String>,
     pub thumbnail_url: Option<String>,
 }
-
-super::records!(WidgetEvent);

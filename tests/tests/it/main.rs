@@ -3,5 +3,6 @@
 mod cli;
 mod compose;
 mod stages;
+mod tail;
 mod topics;
 mod transactions;

@@ -1,0 +1,110 @@
+//! `salesctl tail <topic>`: any topic's records as JSON lines, decoded by the writer
+//! schema's fingerprint and shown in the record's current schema, read with
+//! `read_committed` so that only committed records appear.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kafka_runtime::config::KafkaArgs;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The topic, as named in the design (`sales.orders`, `accounts.organizations`, a
+    /// changelog...); the deployment's topic prefix is put in front of it.
+    pub topic: String,
+
+    /// Start from the oldest record kept instead of only new ones.
+    #[arg(long, env = "SALESCTL_TAIL_FROM_BEGINNING")]
+    pub from_beginning: bool,
+
+    /// Stop after printing this many records.
+    #[arg(long, env = "SALESCTL_TAIL_MAX")]
+    pub max: Option<u64>,
+
+    /// Stop when no record arrives for this long (for scripts); without it, tail
+    /// follows the topic until interrupted.
+    #[arg(long, env = "SALESCTL_TAIL_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Prints records of the topic to `out`, one JSON object a line; returns how many.
+pub async fn tail(kafka: &KafkaArgs, args: &TailArgs, out: &mut impl Write) -> anyhow::Result<u64> {
+    let topic = format!("{}{}", kafka.topic_names()?.prefix(), args.topic);
+    let consumer: StreamConsumer = kafka
+        .client_config("salesctl-tail")
+        // librdkafka wants a group id, but tail never joins the group: it assigns the
+        // partitions itself and never commits, so it cannot disturb any stage.
+        .set("group.id", "salesctl-tail")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("cannot create the consumer")?;
+
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata of {topic} from {}", kafka.bootstrap_servers))?;
+    let partitions = match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
+        _ => bail!("topic {topic} does not exist (salesctl topics create makes the pipeline's topics)"),
+    };
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(&topic, i32::try_from(partition)?, start)?;
+    }
+    consumer
+        .assign(&assignment)
+        .context("cannot assign the topic's partitions")?;
+
+    let mut printed = 0;
+    while args.max.is_none_or(|max| printed < max) {
+        let message = match args.idle_timeout {
+            Some(idle) => match tokio::time::timeout(idle, consumer.recv()).await {
+                Ok(message) => message,
+                Err(_) => break,
+            },
+            None => consumer.recv().await,
+        }
+        .with_context(|| format!("cannot read from {topic}"))?;
+        writeln!(out, "{}", render(&message))?;
+        printed += 1;
+    }
+    out.flush()?;
+    Ok(printed)
+}
+
+/// One record as a JSON object: where it is, its key, and its value or why the value
+/// could not be decoded.
+pub fn render(message: &BorrowedMessage<'_>) -> Value {
+    let mut line = json!({
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp_ms": message.timestamp().to_millis(),
+        "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+    });
+    let fields = match message.payload() {
+        None => json!({ "value": null }),
+        Some(bytes) => match schemas::codec::decode_json(bytes) {
+            Ok(decoded) => json!({
+                "record": decoded.record,
+                "schema_version": decoded.version,
+                "value": decoded.value,
+            }),
+            Err(e) => json!({ "error": e.to_string(), "bytes": bytes.len() }),
+        },
+    };
+    if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
+        line.extend(fields);
+    }
+    line
+}
