@@ -1,38 +1,717 @@
-//! The public routes. Every answer is JSON, errors included.
+//! The public routes (`/v1/*`): `POST /v1/events`, its CORS preflight, and the OpenAPI
+//! document. Every answer is JSON, errors included, with an `error_code` a store's
+//! developer can act on; internals never leak into an answer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::values::Timestamp;
 use serde_json::json;
 
+use crate::limits::{Rate, RateLimits, retry_after_seconds};
+use crate::metrics::{IngestMetrics, OrganizationLabel, RequestLabels};
+use crate::request::{Rejection, parse_event};
+use crate::settings::Organizations;
+
+/// The OpenAPI 3 description of this API, served at `GET /v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Bounds of the public API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest accepted body, in bytes.
+    pub body_limit: usize,
+    /// How long the broker has to acknowledge an event before the answer is 503.
+    pub ack_timeout: Duration,
+    /// How long a whole request may take (slow clients included).
+    pub request_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Everything a request needs.
+pub struct Ingest {
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub organizations: Organizations,
+    pub limits: RateLimits,
+    pub metrics: IngestMetrics,
+    pub settings: ApiSettings,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("topic", &self.topic)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The public router: `/v1/*` only; anything else is a JSON 404.
-pub fn router() -> Router {
-    Router::new().fallback(not_found)
+pub fn router(state: Arc<Ingest>) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            post(post_event).options(preflight).fallback(method_not_allowed),
+        )
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error answer: `{"error_code", "message", "field"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    fn unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the event could not be stored in time; retry with the same event_id",
+        )
+        .retry_after(5)
+    }
+
+    fn rate_limited(wait: Duration, whose: &str) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many events from this {whose}; retry later"),
+        )
+        .retry_after(retry_after_seconds(wait))
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: r.code.as_str(),
+            message: r.message,
+            field: r.field,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error_code": self.code, "message": self.message, "field": self.field });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Response {
+    let started = Instant::now();
+    let (status, code, mut response) =
+        match tokio::time::timeout(state.settings.request_timeout, accept(&state, request)).await {
+            Ok(Ok((event_id, origin))) => {
+                let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
+                allow_origin(response.headers_mut(), origin);
+                (StatusCode::ACCEPTED, "none", response)
+            }
+            Ok(Err((error, origin))) => {
+                let (status, code) = (error.status, error.code);
+                let mut response = error.into_response();
+                allow_origin(response.headers_mut(), origin);
+                (status, code, response)
+            }
+            Err(_) => {
+                let error = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request was not received in time",
+                );
+                (error.status, error.code, error.into_response())
+            }
+        };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Origin"));
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            status: status.as_u16(),
+            error_code: code,
+        })
+        .inc();
+    state
+        .metrics
+        .acceptance_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// An accepted event's id, or the error; either way the `Origin` to echo in
+/// `Access-Control-Allow-Origin` once it is known to be a connected website.
+type Accepted = Result<(String, Option<HeaderValue>), (ApiError, Option<HeaderValue>)>;
+
+async fn accept(state: &Ingest, request: Request) -> Accepted {
+    let ip = client_ip(&request, &state.settings.trusted_proxies);
+    state
+        .limits
+        .check_ip(ip)
+        .map_err(|wait| (ApiError::rate_limited(wait, "client"), None))?;
+
+    let (parts, body) = request.into_parts();
+    check_content_type(&parts.headers).map_err(|e| (e, None))?;
+    let bytes = read_body(body, &parts.headers, state.settings.body_limit)
+        .await
+        .map_err(|e| (e, None))?;
+    let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(|r| (r.into(), None))?;
+
+    let org = state.organizations.get(&event.organization_id).ok_or_else(|| {
+        let error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_organization",
+            format!("organization {:?} is not known here", event.organization_id),
+        );
+        (error.field("organization_id"), None)
+    })?;
+    let not_connected = |field: Option<&str>, what: String| {
+        state
+            .metrics
+            .website_not_connected
+            .get_or_create(&OrganizationLabel {
+                organization: event.organization_id.clone(),
+            })
+            .inc();
+        let error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "website_not_connected",
+            format!(
+                "{what} is not a connected website of organization {}; connect it in the organization's settings",
+                event.organization_id
+            ),
+        );
+        (
+            ApiError {
+                field: field.map(str::to_string),
+                ..error
+            },
+            None,
+        )
+    };
+    let page_host =
+        schemas::validation::http_url("page.url", &event.page.url).map_err(|e| (Rejection::from(e).into(), None))?;
+    if !org.is_connected(&page_host) {
+        return Err(not_connected(Some("page.url"), format!("the page host {page_host:?}")));
+    }
+    let origin = match parts.headers.get(header::ORIGIN) {
+        None => None,
+        Some(origin) => match origin_host(origin) {
+            Some(host) if org.is_connected(&host) => Some(origin.clone()),
+            _ => {
+                return Err(not_connected(
+                    None,
+                    format!("the Origin {:?}", origin.to_str().unwrap_or("?")),
+                ));
+            }
+        },
+    };
+
+    let own = org.rate_limit.map(|(per_second, burst)| Rate { per_second, burst });
+    state
+        .limits
+        .check_org(&event.organization_id, own)
+        .map_err(|wait| (ApiError::rate_limited(wait, "organization"), origin.clone()))?;
+
+    let key = schemas::keys::org_customer(&event.organization_id, &event.customer_id);
+    let value = schemas::encode(&event).map_err(|e| {
+        // Validation guarantees an encodable event; if not, it is our defect, not the client's.
+        tracing::error!(error = %e, "a validated event did not encode");
+        (
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the event could not be stored",
+            ),
+            origin.clone(),
+        )
+    })?;
+    publish(state, &key, &value).await.map_err(|e| (e, origin.clone()))?;
+    Ok((event.event_id, origin))
+}
+
+/// Hands the event to the producer and waits for the broker's acknowledgement (acks=all);
+/// only then may the answer be 202.
+async fn publish(state: &Ingest, key: &str, value: &[u8]) -> Result<(), ApiError> {
+    let record = FutureRecord::to(&state.topic).key(key).payload(value);
+    let delivery = state.producer.send_result(record).map_err(|(e, _)| {
+        tracing::warn!(error = %e, "producer refused an event");
+        ApiError::unavailable()
+    })?;
+    // The producer's own message timeout equals ack_timeout; the extra second only
+    // guards against a delivery report that never comes.
+    match tokio::time::timeout(state.settings.ack_timeout + Duration::from_secs(1), delivery).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err((e, _)))) => {
+            tracing::warn!(error = %e, "broker did not acknowledge an event");
+            Err(ApiError::unavailable())
+        }
+        Ok(Err(_)) | Err(_) => Err(ApiError::unavailable()),
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be application/json, got {}", other.unwrap_or("none")),
+        )),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body must be at most {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "malformed_json",
+                "the body could not be read",
+            )
+        }
+    })
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not a trusted proxy.
+fn client_ip(request: &Request, trusted: &[IpAddr]) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+fn origin_host(origin: &HeaderValue) -> Option<String> {
+    let url = url::Url::parse(origin.to_str().ok()?).ok()?;
+    url.host_str().map(str::to_ascii_lowercase)
+}
+
+fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+}
+
+/// CORS preflight. It carries no body, so no organization: an origin that is a
+/// connected website of any organization is allowed; the POST checks its own.
+async fn preflight(State(state): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && origin_host(origin).is_some_and(|host| state.organizations.any_connected(&host))
+    {
+        response_headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response_headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        response_headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        response_headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    response
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use POST for /v1/events",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    response
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({ "error_code": "not_found", "message": "no such endpoint", "field": null })),
-    )
-        .into_response()
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
+    //! The HTTP answers that do not need the broker. Accepted events (202) and the
+    //! broker's failures are tested against a real broker in `tests/tests/it/ingest.rs`.
+
+    use axum::http::Request as HttpRequest;
+    use rdkafka::ClientConfig;
+    use schemas::records::OrganizationSettings;
+    use schemas::samples::Sample;
+    use serde_json::{Value, json};
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn health_is_not_served_on_the_public_listener() {
-        let response = router()
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
+    use super::*;
+    use crate::settings::OrgSettings;
+
+    fn state(ip_rate: Rate) -> Arc<Ingest> {
+        let organizations = Organizations::default();
+        organizations.insert("org_8d2f", OrgSettings::from_record(&OrganizationSettings::sample()));
+        let producer = ClientConfig::new()
+            // Nothing listens here: these tests never reach the broker.
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "100")
+            .create()
             .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let bytes = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
-        assert!(String::from_utf8_lossy(&bytes).contains("not_found"));
+        Arc::new(Ingest {
+            producer,
+            topic: "sales.events.raw".into(),
+            organizations,
+            limits: RateLimits::new(
+                ip_rate,
+                Rate {
+                    per_second: 100,
+                    burst: 200,
+                },
+            ),
+            metrics: IngestMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            settings: ApiSettings {
+                body_limit: 1024,
+                ack_timeout: Duration::from_millis(100),
+                request_timeout: Duration::from_secs(5),
+                trusted_proxies: vec![],
+            },
+        })
+    }
+
+    fn generous() -> Rate {
+        Rate {
+            per_second: 1000,
+            burst: 1000,
+        }
+    }
+
+    fn event() -> Value {
+        json!({
+            "organization_id": "org_8d2f",
+            "customer_id": "c-5e1b2a",
+            "page": { "url": "https://shop.example.com/p/crew" },
+            "name": "store_product_added_to_cart",
+            "data": { "cart_lines": [ { "total_price": 149.99, "currency": "USD", "quantity": 1,
+                "product": { "id": "123456789", "title": "Merino Wool Crew Neck" } } ] }
+        })
+    }
+
+    fn post(body: &Value) -> HttpRequest<Body> {
+        HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    async fn answer(app: Router, request: HttpRequest<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = app.oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_json_by_content_type_is_415() {
+        let request = HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, _, body) = answer(router(state(generous())), request).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_whether_or_not_it_declares_its_length() {
+        let big = json!({ "pad": "x".repeat(2000) });
+        let (status, _, body) = answer(router(state(generous())), post(&big)).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+        );
+        let streamed = HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(futures_stream(big.to_string())))
+            .unwrap();
+        let (status, _, _) = answer(router(state(generous())), streamed).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body sent in chunks without a Content-Length, as a client streaming it would.
+    fn futures_stream(text: String) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            text.into_bytes().chunks(100).map(|c| Ok(c.to_vec())).collect();
+        futures::stream::iter(chunks)
+    }
+
+    #[tokio::test]
+    async fn a_payload_problem_is_422_with_code_message_and_field() {
+        let mut body = event();
+        body["data"]["cart_lines"][0]["quantity"] = json!(0);
+        let (status, _, answer) = answer(router(state(generous())), post(&body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer["error_code"], "invalid_field");
+        assert_eq!(answer["field"], "data.cart_lines[0].quantity");
+        assert!(answer["message"].as_str().unwrap().contains("at least 1"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_organization_is_422() {
+        let mut body = event();
+        body["organization_id"] = json!("org_nobody");
+        let (status, _, answer) = answer(router(state(generous())), post(&body)).await;
+        assert_eq!(
+            (status, answer["error_code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_organization"))
+        );
+        assert_eq!(answer["field"], "organization_id");
+    }
+
+    #[tokio::test]
+    async fn a_page_on_another_website_is_loudly_refused_and_counted() {
+        let state = state(generous());
+        let mut body = event();
+        body["page"]["url"] = json!("https://badexample.com/p/crew");
+        let (status, _, answer) = answer(router(Arc::clone(&state)), post(&body)).await;
+        assert_eq!(
+            (status, answer["error_code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("website_not_connected"))
+        );
+        assert_eq!(answer["field"], "page.url");
+        let counted = state
+            .metrics
+            .website_not_connected
+            .get_or_create(&OrganizationLabel {
+                organization: "org_8d2f".into(),
+            })
+            .get();
+        assert_eq!(counted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_browser_origin_is_refused_even_with_a_connected_page() {
+        let mut request = post(&event());
+        request
+            .headers_mut()
+            .insert(header::ORIGIN, HeaderValue::from_static("https://evil.example.org"));
+        let (status, headers, answer) = answer(router(state(generous())), request).await;
+        assert_eq!(
+            (status, answer["error_code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("website_not_connected"))
+        );
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connected_origin_is_echoed_even_on_a_broker_failure() {
+        let mut request = post(&event());
+        request
+            .headers_mut()
+            .insert(header::ORIGIN, HeaderValue::from_static("https://shop.example.com"));
+        let (status, headers, answer) = answer(router(state(generous())), request).await;
+        // No broker listens: the event cannot be acknowledged in time.
+        assert_eq!(
+            (status, answer["error_code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        assert_eq!(headers[header::RETRY_AFTER], "5");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example.com");
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_rate_gets_429_with_retry_after() {
+        let state = state(Rate {
+            per_second: 1,
+            burst: 2,
+        });
+        let mut body = event();
+        body["organization_id"] = json!("org_nobody");
+        for _ in 0..2 {
+            let (status, _, _) = answer(router(Arc::clone(&state)), post(&body)).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let (status, headers, answer) = answer(router(state), post(&body)).await;
+        assert_eq!(
+            (status, answer["error_code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+        );
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+    }
+
+    #[tokio::test]
+    async fn preflight_allows_connected_origins_only() {
+        let preflight = |origin: &'static str| {
+            HttpRequest::options("/v1/events")
+                .header(header::ORIGIN, origin)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (status, headers, _) = answer(router(state(generous())), preflight("https://www.shop.example.com")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://www.shop.example.com"
+        );
+        assert!(
+            headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("Content-Type")
+        );
+        let (_, headers, _) = answer(router(state(generous())), preflight("https://evil.example.org")).await;
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_paths_get_json_errors() {
+        let (status, headers, body) = answer(
+            router(state(generous())),
+            HttpRequest::get("/v1/events").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+        );
+        assert_eq!(headers[header::ALLOW], "POST, OPTIONS");
+        let (status, _, body) = answer(
+            router(state(generous())),
+            HttpRequest::get("/healthz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_is_served_and_lists_every_error_code() {
+        let (status, _, body) = answer(
+            router(state(generous())),
+            HttpRequest::get("/v1/openapi.json").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body["openapi"].as_str().unwrap().starts_with("3."));
+        let codes = body["components"]["schemas"]["Error"]["properties"]["error_code"]["enum"].to_string();
+        for code in [
+            "malformed_json",
+            "missing_field",
+            "invalid_field",
+            "unknown_event",
+            "unknown_organization",
+            "website_not_connected",
+            "payload_too_large",
+            "unsupported_media_type",
+            "rate_limited",
+            "unavailable",
+            "not_found",
+            "method_not_allowed",
+            "request_timeout",
+        ] {
+            assert!(codes.contains(code), "{code} missing from {codes}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_for_names_the_client() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut request = HttpRequest::post("/v1/events")
+            .header("x-forwarded-for", "203.0.113.7, 10.0.0.1")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(proxy, 4000)));
+        assert_eq!(client_ip(&request, &[proxy]), "203.0.113.7".parse::<IpAddr>().unwrap());
+        // From an untrusted peer the header is ignored: anyone could write it.
+        assert_eq!(client_ip(&request, &[]), proxy);
     }
 }

@@ -2,18 +2,34 @@
 //! answers 202 only once `sales.events.raw` has acknowledged it.
 //!
 //! - [`Config`]: its settings.
+//! - [`request`]: posted JSON to a `WidgetEvent`, or the reason it is refused.
+//! - [`settings`]: organization settings, followed from `accounts.organizations`.
+//! - [`limits`]: rate limits per client IP and per organization.
 //! - [`api`]: the public routes (`/v1/*`).
+//! - [`metrics`]: ingest's metrics.
 //! - [`run`]: serves the public and admin listeners until shutdown.
 
 pub mod api;
+pub mod limits;
+pub mod metrics;
+pub mod request;
+pub mod settings;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use kafka_runtime::config::{KafkaArgs, TelemetryArgs};
 use kafka_runtime::shutdown::Shutdown;
 use kafka_runtime::stage::Stage;
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::api::{ApiSettings, Ingest};
+use crate::limits::{Rate, RateLimits};
+use crate::metrics::IngestMetrics;
+use crate::settings::Organizations;
 
 /// Settings of ingest; every flag also reads its environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -32,21 +48,141 @@ pub struct Config {
     /// Address of the admin listener serving /healthz, /readyz and /metrics.
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
     pub admin_addr: SocketAddr,
+
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub body_limit: u32,
+
+    /// How long the broker has to acknowledge an event before the answer is 503.
+    #[arg(long, env = "INGEST_ACK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
+
+    /// How long a whole request may take, reading the body included; slower ones get 408.
+    #[arg(long, env = "INGEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Events per second an organization may send, unless its settings say otherwise.
+    #[arg(long, env = "INGEST_ORG_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub org_rate: u32,
+
+    /// Burst an organization may send above its rate, unless its settings say otherwise.
+    #[arg(long, env = "INGEST_ORG_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub org_burst: u32,
+
+    /// Events per second one client IP may send.
+    #[arg(long, env = "INGEST_IP_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ip_rate: u32,
+
+    /// Burst one client IP may send above its rate.
+    #[arg(long, env = "INGEST_IP_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ip_burst: u32,
+
+    /// Comma-separated addresses of reverse proxies whose X-Forwarded-For names the
+    /// client; from any other peer the header is ignored.
+    #[arg(long, env = "INGEST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
-/// Serves ingest until shutdown is requested; requests in flight finish first.
+/// The producer behind every 202: idempotent, acks from all in-sync replicas, and a
+/// message timeout equal to the acknowledgement bound, so an event the broker could not
+/// take in time fails (503) instead of being written after the client was told no.
+fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
+    config
+        .kafka
+        .client_config("ingest")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", config.ack_timeout.as_millis().to_string())
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .create()
+        .context("cannot create the producer")
+}
+
+/// Serves ingest until shutdown is requested; requests in flight finish first, then the
+/// producer is flushed.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(?config, "ingest starting");
     let public = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {} (INGEST_LISTEN_ADDR)", config.listen_addr))?;
-    let stage = Stage::new("ingest", &config.kafka, shutdown.clone())?;
+    let mut stage = Stage::new("ingest", &config.kafka, shutdown.clone())?;
+    let metrics = IngestMetrics::register(stage.registry());
+    let settings_ready = stage.readiness().check("settings");
+
+    let organizations = Organizations::default();
+    let ingest = Arc::new(Ingest {
+        producer: producer(&config)?,
+        topic: config.kafka.topic_names()?.name(schemas::topics::Topic::EventsRaw),
+        organizations: organizations.clone(),
+        limits: RateLimits::new(
+            Rate {
+                per_second: config.ip_rate,
+                burst: config.ip_burst,
+            },
+            Rate {
+                per_second: config.org_rate,
+                burst: config.org_burst,
+            },
+        ),
+        metrics,
+        settings: ApiSettings {
+            body_limit: config.body_limit as usize,
+            ack_timeout: config.ack_timeout,
+            request_timeout: config.request_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
+    });
+
     let running = stage.start(config.admin_addr).await?;
+    let follower = tokio::spawn({
+        let (kafka, shutdown) = (config.kafka.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = settings::follow(&kafka, organizations, settings_ready, shutdown.clone()).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot follow organization settings; stopping"
+                );
+                shutdown.trigger();
+            }
+        }
+    });
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ingest), shutdown.clone()));
+
     tracing::info!(listen_addr = %config.listen_addr, "public listener up: /v1/*");
-    axum::serve(public, api::router())
-        .with_graceful_shutdown(async move { shutdown.requested().await })
+    let app = api::router(Arc::clone(&ingest)).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(public, app)
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            async move { shutdown.requested().await }
+        })
         .await
         .context("public listener failed")?;
+
+    // Every 202 was already acknowledged; what is still queued belongs to requests that
+    // were answered 503 or are gone. Give it a moment anyway.
+    let _ = ingest.producer.flush(Duration::from_secs(5));
+    let _ = tokio::join!(follower, housekeeping);
     running.until_shutdown().await;
     Ok(())
+}
+
+/// Periodic upkeep: the producer queue gauge and forgetting idle client IPs.
+async fn housekeeping(ingest: Arc<Ingest>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.requested() => return,
+            _ = tick.tick() => {}
+        }
+        ingest
+            .metrics
+            .producer_queue_depth
+            .set(i64::from(ingest.producer.in_flight_count()));
+        ticks += 1;
+        if ticks.is_multiple_of(60) {
+            ingest.limits.forget_idle_clients();
+        }
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`topics`]: every topic, its key format, cleanup policy and retention, and how a
 //!   deployment's topic prefix applies. Every binary and `salesctl` take topic names
 //!   from here and nowhere else.
+//! - [`validation`]: the rules every widget event passes, shared by ingest and the
+//!   enricher.
 //! - [`keys`]: the record key formats (`org:customer`, `org:order_id`, ...).
 
 pub mod codec;
@@ -19,6 +21,7 @@ pub mod keys;
 pub mod records;
 pub mod samples;
 pub mod topics;
+pub mod validation;
 pub mod values;
 
 pub use codec::{CodecError, decode, encode};

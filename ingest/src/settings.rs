@@ -1,0 +1,245 @@
+//! Organization settings, read from the compacted `accounts.organizations` topic into
+//! memory at start and kept current while running: a change written with
+//! `salesctl org put` applies within the time it takes to consume one record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kafka_runtime::admin::ReadyCheck;
+use kafka_runtime::config::KafkaArgs;
+use kafka_runtime::shutdown::Shutdown;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::records::OrganizationSettings;
+
+/// What ingest needs of an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgSettings {
+    /// Connected website hosts, lower case.
+    pub websites: Vec<String>,
+    /// Its own rate limit (events/s, burst), overriding the deployment default.
+    pub rate_limit: Option<(u32, u32)>,
+}
+
+impl OrgSettings {
+    pub fn from_record(record: &OrganizationSettings) -> Self {
+        let rate = record
+            .rate_limit_per_second
+            .and_then(|r| u32::try_from(r).ok())
+            .filter(|r| *r > 0);
+        let burst = record
+            .rate_limit_burst
+            .and_then(|b| u32::try_from(b).ok())
+            .filter(|b| *b > 0);
+        OrgSettings {
+            websites: record
+                .websites
+                .iter()
+                .map(|w| w.trim().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            // The design's default burst is twice the rate.
+            rate_limit: rate.map(|r| (r, burst.unwrap_or(r.saturating_mul(2)))),
+        }
+    }
+
+    /// Whether `host` is one of the connected websites or a subdomain of one.
+    pub fn is_connected(&self, host: &str) -> bool {
+        self.websites.iter().any(|site| host_matches(host, site))
+    }
+}
+
+/// `host` is `site` or a subdomain of it (`shop.example.com` matches `example.com`, but
+/// `badexample.com` does not).
+pub fn host_matches(host: &str, site: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if site.is_empty() || host.len() < site.len() {
+        return false;
+    }
+    let (head, tail) = host.split_at(host.len() - site.len());
+    tail.eq_ignore_ascii_case(site) && (head.is_empty() || head.ends_with('.'))
+}
+
+/// The latest settings of every organization.
+#[derive(Debug, Clone, Default)]
+pub struct Organizations {
+    inner: Arc<RwLock<HashMap<String, Arc<OrgSettings>>>>,
+}
+
+impl Organizations {
+    pub fn get(&self, organization_id: &str) -> Option<Arc<OrgSettings>> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(organization_id)
+            .cloned()
+    }
+
+    pub fn insert(&self, organization_id: &str, settings: OrgSettings) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(organization_id.to_string(), Arc::new(settings));
+    }
+
+    pub fn remove(&self, organization_id: &str) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(organization_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `host` is a connected website of any organization (a CORS preflight
+    /// carries no body, so it cannot name its organization).
+    pub fn any_connected(&self, host: &str) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|o| o.is_connected(host))
+    }
+
+    /// Applies one record of the topic: a value replaces the organization's settings, a
+    /// tombstone removes the organization.
+    pub fn apply(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
+        let key = key.ok_or("record without a key")?;
+        let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_string())?;
+        match value {
+            None => self.remove(key),
+            Some(bytes) => {
+                let record: OrganizationSettings = schemas::decode(bytes).map_err(|e| e.to_string())?;
+                if record.organization_id != key {
+                    return Err(format!(
+                        "key {key:?} holds the settings of {:?}",
+                        record.organization_id
+                    ));
+                }
+                self.insert(key, OrgSettings::from_record(&record));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole topic, marks `ready` once every partition has been read to its end,
+/// then keeps applying changes until shutdown.
+pub async fn follow(
+    kafka: &KafkaArgs,
+    organizations: Organizations,
+    ready: ReadyCheck,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
+    let consumer: StreamConsumer = kafka
+        .client_config("ingest-settings")
+        // Every replica reads every organization: no group membership, no commits.
+        .set("group.id", "ingest-settings")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .context("cannot create the settings consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata of {topic}"))?;
+    let partitions = match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
+        _ => bail!("topic {topic} does not exist; run `salesctl topics create`"),
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(&topic, i32::try_from(partition)?, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+
+    let mut at_end = vec![false; partitions];
+    let mut loaded = false;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.requested() => return Ok(()),
+            message = consumer.recv() => message,
+        };
+        match message {
+            Ok(message) => {
+                if let Err(reason) = organizations.apply(message.key(), message.payload()) {
+                    tracing::warn!(partition = message.partition(), offset = message.offset(), %reason, "organization settings record skipped");
+                }
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if let Some(flag) = usize::try_from(partition).ok().and_then(|p| at_end.get_mut(p)) {
+                    *flag = true;
+                }
+                if !loaded && at_end.iter().all(|e| *e) {
+                    loaded = true;
+                    ready.set(true);
+                    tracing::info!(organizations = organizations.len(), "organization settings loaded");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading organization settings failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::samples::Sample;
+
+    use super::*;
+
+    #[test]
+    fn a_subdomain_of_a_connected_website_is_connected() {
+        assert!(host_matches("shop.example.com", "example.com"));
+        assert!(host_matches("example.com", "example.com"));
+        assert!(host_matches("Shop.Example.com", "example.com"));
+        assert!(host_matches("example.com.", "example.com"));
+    }
+
+    #[test]
+    fn a_lookalike_host_is_not_connected() {
+        assert!(!host_matches("badexample.com", "example.com"));
+        assert!(!host_matches("example.com.evil.io", "example.com"));
+        assert!(!host_matches("com", "example.com"));
+        assert!(!host_matches("example.com", ""));
+    }
+
+    #[test]
+    fn a_rate_without_burst_gets_twice_the_rate() {
+        let mut record = OrganizationSettings::sample();
+        record.rate_limit_burst = None;
+        assert_eq!(OrgSettings::from_record(&record).rate_limit, Some((150, 300)));
+        record.rate_limit_per_second = None;
+        assert_eq!(OrgSettings::from_record(&record).rate_limit, None);
+    }
+
+    #[test]
+    fn records_and_tombstones_apply_in_order() {
+        let orgs = Organizations::default();
+        let bytes = schemas::encode(&OrganizationSettings::sample()).unwrap();
+        orgs.apply(Some(b"org_8d2f"), Some(&bytes)).unwrap();
+        assert!(orgs.get("org_8d2f").unwrap().is_connected("www.shop.example.com"));
+        orgs.apply(Some(b"org_8d2f"), None).unwrap();
+        assert!(orgs.get("org_8d2f").is_none());
+    }
+
+    #[test]
+    fn a_record_under_another_organizations_key_is_refused() {
+        let orgs = Organizations::default();
+        let bytes = schemas::encode(&OrganizationSettings::sample()).unwrap();
+        assert!(orgs.apply(Some(b"org_other"), Some(&bytes)).is_err());
+        assert!(orgs.is_empty());
+    }
+}

@@ -1,0 +1,357 @@
+//! The rules every widget event must pass, whoever wrote it: ingest applies them to
+//! what a storefront posts, and the enricher to records trusted producers put straight
+//! into `sales.events.raw`. One implementation, so the two can never disagree.
+//!
+//! Field paths are those of the public JSON API (`data.order.line_items[0].quantity`),
+//! so a store's developer can find the field in what they sent.
+
+use crate::records::{CartLine, EventName, LineItem, Order, WidgetEvent};
+use crate::values::Money;
+
+/// Why an event is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub kind: FieldErrorKind,
+    /// Path of the field in the JSON API, such as `data.order.line_items[0].quantity`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// A required field is absent.
+    Missing,
+    /// A field is present but its value breaks a rule.
+    Invalid,
+}
+
+impl FieldError {
+    pub fn missing(field: impl Into<String>) -> Self {
+        let field = field.into();
+        FieldError {
+            kind: FieldErrorKind::Missing,
+            message: format!("{field} is required"),
+            field,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            kind: FieldErrorKind::Invalid,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+type Check = Result<(), FieldError>;
+
+/// Limits that keep one event small enough to handle and display.
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_TEXT_LEN: usize = 1024;
+pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_LINES: usize = 500;
+
+/// Checks a widget event against every rule of the API.
+pub fn validate_widget_event(event: &WidgetEvent) -> Check {
+    organization_id("organization_id", &event.organization_id)?;
+    customer_id("customer_id", &event.customer_id)?;
+    uuid("event_id", &event.event_id)?;
+    http_url("page.url", &event.page.url)?;
+    optional_text("page.title", event.page.title.as_deref())?;
+    optional_text("page.referrer", event.page.referrer.as_deref())?;
+    match event.name {
+        EventName::StoreOrderWasCreated => {
+            let order = event.order.as_ref().ok_or_else(|| FieldError::missing("data.order"))?;
+            validate_order("data.order", order)
+        }
+        EventName::StoreProductAddedToCart | EventName::StoreProductRemovedFromCart => {
+            lines("data.cart_lines", &event.cart_lines, validate_cart_line)
+        }
+    }
+}
+
+/// `organization_id`: 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn organization_id(field: &str, value: &str) -> Check {
+    if value.is_empty() || value.len() > 64 {
+        return Err(FieldError::invalid(field, "must be 1 to 64 characters"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(FieldError::invalid(
+            field,
+            "may contain only letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// `customer_id`: 1 to 128 printable characters.
+pub fn customer_id(field: &str, value: &str) -> Check {
+    let chars = value.chars().count();
+    if chars == 0 || chars > 128 {
+        return Err(FieldError::invalid(field, "must be 1 to 128 characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::invalid(field, "must contain only printable characters"));
+    }
+    Ok(())
+}
+
+fn uuid(field: &str, value: &str) -> Check {
+    uuid::Uuid::parse_str(value)
+        .map(|_| ())
+        .map_err(|_| FieldError::invalid(field, "must be a UUID such as 0b7e4c1e-1f39-4c9a-9d0e-3f0c2b7a9e11"))
+}
+
+/// An absolute http(s) URL with a host; returns the host.
+pub fn http_url(field: &str, value: &str) -> Result<String, FieldError> {
+    if value.len() > MAX_URL_LEN {
+        return Err(FieldError::invalid(
+            field,
+            format!("must be at most {MAX_URL_LEN} characters"),
+        ));
+    }
+    let url =
+        url::Url::parse(value).map_err(|e| FieldError::invalid(field, format!("must be an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FieldError::invalid(field, "must be an http or https URL"));
+    }
+    url.host_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| FieldError::invalid(field, "must have a host"))
+}
+
+fn optional_url(field: &str, value: Option<&str>) -> Check {
+    value.map_or(Ok(()), |v| http_url(field, v).map(|_| ()))
+}
+
+fn text(field: &str, value: &str, max: usize) -> Check {
+    if value.trim().is_empty() {
+        return Err(FieldError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(FieldError::invalid(field, format!("must be at most {max} characters")));
+    }
+    Ok(())
+}
+
+fn optional_text(field: &str, value: Option<&str>) -> Check {
+    match value {
+        Some(v) if v.chars().count() > MAX_TEXT_LEN => Err(FieldError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT_LEN} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn non_negative(field: &str, amount: &Money) -> Check {
+    if amount.value().is_sign_negative() && !amount.value().is_zero() {
+        return Err(FieldError::invalid(field, "must be at least 0"));
+    }
+    Ok(())
+}
+
+fn quantity(field: &str, value: i32) -> Check {
+    if value < 1 {
+        return Err(FieldError::invalid(field, "must be an integer of at least 1"));
+    }
+    Ok(())
+}
+
+/// An ISO 4217 currency code in use.
+pub fn currency(field: &str, value: &str) -> Check {
+    if ISO_4217.binary_search(&value).is_err() {
+        return Err(FieldError::invalid(
+            field,
+            format!("{value:?} is not an ISO 4217 currency code such as USD"),
+        ));
+    }
+    Ok(())
+}
+
+fn lines<T>(field: &str, items: &[T], check: fn(&str, &T) -> Check) -> Check {
+    if items.is_empty() {
+        return Err(FieldError::invalid(field, "must hold at least one line"));
+    }
+    if items.len() > MAX_LINES {
+        return Err(FieldError::invalid(
+            field,
+            format!("must hold at most {MAX_LINES} lines"),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, item)| check(&format!("{field}[{i}]"), item))
+}
+
+fn validate_order(field: &str, order: &Order) -> Check {
+    text(&format!("{field}.id"), &order.id, MAX_ID_LEN)?;
+    text(&format!("{field}.order_number"), &order.order_number, MAX_ID_LEN)?;
+    currency(&format!("{field}.currency"), &order.currency)?;
+    non_negative(&format!("{field}.total_price"), &order.total_price)?;
+    for (name, amount) in [
+        ("subtotal_price", &order.subtotal_price),
+        ("shipping_price", &order.shipping_price),
+        ("tax_price", &order.tax_price),
+    ] {
+        if let Some(amount) = amount {
+            non_negative(&format!("{field}.{name}"), amount)?;
+        }
+    }
+    optional_url(&format!("{field}.status_page_url"), order.status_page_url.as_deref())?;
+    for (i, code) in order.discount_codes.iter().enumerate() {
+        text(&format!("{field}.discounts[{i}].code"), code, MAX_ID_LEN)?;
+    }
+    lines(&format!("{field}.line_items"), &order.line_items, validate_line_item)
+}
+
+fn validate_line_item(field: &str, item: &LineItem) -> Check {
+    text(&format!("{field}.product_id"), &item.product_id, MAX_ID_LEN)?;
+    text(&format!("{field}.title"), &item.title, MAX_TEXT_LEN)?;
+    quantity(&format!("{field}.quantity"), item.quantity)?;
+    non_negative(&format!("{field}.price"), &item.price)?;
+    optional_text(&format!("{field}.variant_title"), item.variant_title.as_deref())?;
+    // The inbox renders thumbnails: only web URLs, never javascript: or data: ones.
+    optional_url(&format!("{field}.thumbnail_url"), item.thumbnail_url.as_deref())
+}
+
+fn validate_cart_line(field: &str, line: &CartLine) -> Check {
+    non_negative(&format!("{field}.total_price"), &line.total_price)?;
+    currency(&format!("{field}.currency"), &line.currency)?;
+    quantity(&format!("{field}.quantity"), line.quantity)?;
+    text(&format!("{field}.product.id"), &line.product.id, MAX_ID_LEN)?;
+    text(&format!("{field}.product.title"), &line.product.title, MAX_TEXT_LEN)?;
+    if let Some(price) = &line.product.price {
+        non_negative(&format!("{field}.product.price"), price)?;
+    }
+    optional_url(
+        &format!("{field}.product.thumbnail_url"),
+        line.product.thumbnail_url.as_deref(),
+    )
+}
+
+/// Active ISO 4217 currency codes, sorted for binary search.
+const ISO_4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF",
+    "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHE", "CHF", "CHW", "CLF",
+    "CLP", "CNY", "COP", "COU", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR",
+    "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
+    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT",
+    "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP",
+    "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE",
+    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS",
+    "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES", "VND", "VUV", "WST", "XAF", "XAG", "XAU",
+    "XCD", "XCG", "XOF", "XPD", "XPF", "XPT", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::samples::Sample;
+    use crate::values::ScaledDecimal;
+
+    fn order_event() -> WidgetEvent {
+        WidgetEvent::sample()
+    }
+
+    fn error_of(event: &WidgetEvent) -> FieldError {
+        validate_widget_event(event).unwrap_err()
+    }
+
+    #[test]
+    fn the_currency_list_is_sorted_for_binary_search() {
+        assert!(ISO_4217.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_sample_order_event_is_valid() {
+        assert_eq!(validate_widget_event(&order_event()), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_quantity_names_its_line() {
+        let mut event = order_event();
+        event.order.as_mut().unwrap().line_items[0].quantity = 0;
+        let err = error_of(&event);
+        assert_eq!(
+            (err.kind, err.field.as_str()),
+            (FieldErrorKind::Invalid, "data.order.line_items[0].quantity")
+        );
+    }
+
+    #[test]
+    fn an_order_event_without_an_order_is_missing_data_order() {
+        let mut event = order_event();
+        event.order = None;
+        assert_eq!(error_of(&event), FieldError::missing("data.order"));
+    }
+
+    #[test]
+    fn a_cart_event_needs_at_least_one_line() {
+        let mut event = order_event();
+        event.name = EventName::StoreProductAddedToCart;
+        event.cart_lines.clear();
+        assert_eq!(error_of(&event).field, "data.cart_lines");
+    }
+
+    #[test]
+    fn a_negative_total_is_refused() {
+        let mut event = order_event();
+        event.order.as_mut().unwrap().total_price = ScaledDecimal(rust_decimal::Decimal::from_str("-0.01").unwrap());
+        assert_eq!(error_of(&event).field, "data.order.total_price");
+    }
+
+    #[test]
+    fn an_unknown_currency_is_refused() {
+        let mut event = order_event();
+        event.order.as_mut().unwrap().currency = "usd".into();
+        assert_eq!(error_of(&event).field, "data.order.currency");
+    }
+
+    #[test]
+    fn a_javascript_thumbnail_is_refused() {
+        let mut event = order_event();
+        event.order.as_mut().unwrap().line_items[0].thumbnail_url = Some("javascript:alert(1)".into());
+        assert_eq!(error_of(&event).field, "data.order.line_items[0].thumbnail_url");
+    }
+
+    #[test]
+    fn a_relative_page_url_is_refused() {
+        let mut event = order_event();
+        event.page.url = "/checkout/thanks".into();
+        assert_eq!(error_of(&event).field, "page.url");
+    }
+
+    #[test]
+    fn organization_ids_follow_their_pattern() {
+        assert!(organization_id("o", "org_8d2f-X").is_ok());
+        assert!(organization_id("o", "").is_err());
+        assert!(organization_id("o", "org 1").is_err());
+        assert!(organization_id("o", &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn customer_ids_are_printable_and_bounded() {
+        assert!(customer_id("c", "c-5e1b2a ü").is_ok());
+        assert!(customer_id("c", "a\u{7}b").is_err());
+        assert!(customer_id("c", &"é".repeat(128)).is_ok());
+        assert!(customer_id("c", &"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn a_bad_event_id_is_refused() {
+        let mut event = order_event();
+        event.event_id = "not-a-uuid".into();
+        assert_eq!(error_of(&event).field, "event_id");
+    }
+}
