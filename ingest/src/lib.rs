@@ -86,7 +86,8 @@ pub struct Config {
 /// The producer behind every 202: idempotent, acks from all in-sync replicas, and a
 /// message timeout equal to the acknowledgement bound, so an event the broker could not
 /// take in time fails (503) instead of being written after the client was told no.
-fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
+/// The ingest benchmark (`examples/producer_rate.rs`) uses it too, to measure the same producer.
+pub fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
     config
         .kafka
         .client_config("ingest")
@@ -135,16 +136,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     });
 
     let running = stage.start(config.admin_addr).await?;
+    // Without settings no event can be accepted, so a follower that cannot run stops
+    // ingest, and its error becomes the process's.
     let follower = tokio::spawn({
         let (kafka, shutdown) = (config.kafka.clone(), shutdown.clone());
         async move {
-            if let Err(e) = settings::follow(&kafka, organizations, settings_ready, shutdown.clone()).await {
+            let result = settings::follow(&kafka, organizations, settings_ready, shutdown.clone()).await;
+            if let Err(e) = &result {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "cannot follow organization settings; stopping"
                 );
                 shutdown.trigger();
             }
+            result
         }
     });
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ingest), shutdown.clone()));
@@ -162,9 +167,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // Every 202 was already acknowledged; what is still queued belongs to requests that
     // were answered 503 or are gone. Give it a moment anyway.
     let _ = ingest.producer.flush(Duration::from_secs(5));
-    let _ = tokio::join!(follower, housekeeping);
+    let (followed, _) = tokio::join!(follower, housekeeping);
     running.until_shutdown().await;
-    Ok(())
+    followed
+        .context("settings follower panicked")?
+        .context("organization settings could not be followed")
 }
 
 /// Periodic upkeep: the producer queue gauge and forgetting idle client IPs.

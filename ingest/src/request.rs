@@ -583,3 +583,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_are_refused_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_event(&bytes, Timestamp(0));
+        }
+
+        #[test]
+        fn random_json_objects_are_refused_without_panicking(text in "\\{(\"[a-z_]{1,12}\": ?(null|true|-?[0-9]{1,30}(\\.[0-9]{1,8})?|\"\\PC{0,10}\"|\\{\\}|\\[\\]), ?){0,8}\"x\": 1\\}") {
+            let _ = parse_event(text.as_bytes(), Timestamp(0));
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! - [`run`]: carries out one command.
 //! - [`topics`]: `salesctl topics ...`.
 //! - [`tail`]: `salesctl tail <topic>`.
+//! - [`org`]: `salesctl org put`.
 
+pub mod org;
 pub mod tail;
 pub mod topics;
 
@@ -34,6 +36,9 @@ pub enum Command {
     /// Create and check the pipeline's topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Write an organization's settings.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
     /// Print a topic's records as JSON lines, decoded by their schema fingerprint
     /// (committed records only).
     Tail(tail::TailArgs),
@@ -43,6 +48,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Topics(command) => topics::run(&cli.kafka, command).await,
+        Command::Org(command) => {
+            org::run(&cli.kafka, command).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Tail(args) => {
             tail::tail(&cli.kafka, &args, &mut std::io::stdout().lock()).await?;
             Ok(std::process::ExitCode::SUCCESS)

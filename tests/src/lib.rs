@@ -6,6 +6,8 @@
 //! local one and sets it); without it, a broker is started with testcontainers, which
 //! needs a Docker engine.
 
+pub mod fuzz;
+
 use std::time::Duration;
 
 use kafka_runtime::config::KafkaArgs;
@@ -114,6 +116,23 @@ impl TestEnv {
         self.kafka.client_config(&self.unique_id("client"))
     }
 
+    /// Writes an organization's settings to this test's `accounts.organizations`, as
+    /// `salesctl org put` does.
+    pub async fn put_organization(&self, settings: &schemas::records::OrganizationSettings) {
+        let producer: FutureProducer = self.client_config().set("acks", "all").create().unwrap();
+        let value = schemas::encode(settings).unwrap();
+        let topic = self.topic(Topic::Organizations);
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&settings.organization_id)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("cannot write organization settings: {e}"));
+    }
+
     pub fn transactional_producer(&self, transactional_id: &str) -> FutureProducer {
         self.client_config()
             .set("transactional.id", self.unique_id(transactional_id))
@@ -149,24 +168,69 @@ pub fn free_local_addr() -> std::net::SocketAddr {
         .unwrap_or_else(|e| panic!("no local address: {e}"))
 }
 
-/// A minimal HTTP/1.0 GET, enough to read the admin listener: (status, body).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+/// An HTTP answer as a test reads it.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A minimal HTTP/1.0 request over a fresh connection: enough to drive the listeners
+/// exactly as a client on the network would.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpAnswer> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// A GET, answering (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http(addr, "GET", path, &[], b"").await.map(|a| (a.status, a.body))
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` saying

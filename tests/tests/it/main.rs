@@ -2,6 +2,7 @@
 
 mod cli;
 mod compose;
+mod ingest;
 mod stages;
 mod tail;
 mod topics;

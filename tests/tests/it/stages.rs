@@ -31,6 +31,9 @@ where
     )
     .await;
     assert!(body.contains(r#""broker":true"#), "{stage}: {body}");
+    if stage == "ingest" {
+        assert!(body.contains(r#""settings":true"#), "{stage}: {body}");
+    }
 
     let (status, _) = http_get(admin, "/healthz").await.unwrap();
     assert_eq!(status, 200, "{stage} /healthz");
@@ -118,6 +121,8 @@ async fn the_reporter_becomes_ready_and_stops_on_shutdown() {
 #[tokio::test]
 async fn ingest_becomes_ready_serves_only_v1_publicly_and_stops_on_shutdown() {
     let env = TestEnv::new().await;
+    // Ready means organization settings loaded, which needs their topic.
+    env.create_topics().await;
     let admin = free_local_addr();
     let public = free_local_addr();
     let mut argv = args(&env, "ingest", admin);
@@ -145,4 +150,18 @@ async fn a_stage_with_an_unusable_prefix_fails_at_start_with_the_reason() {
     let config = reporter::Config::try_parse_from(argv).unwrap();
     let err = reporter::run(config, Shutdown::new()).await.unwrap_err();
     assert!(format!("{err:#}").contains("topic prefix"), "{err:#}");
+}
+
+#[tokio::test]
+async fn ingest_without_its_topics_exits_with_the_reason() {
+    let env = TestEnv::new().await;
+    let (public, admin) = (free_local_addr().to_string(), free_local_addr().to_string());
+    let mut argv = args(&env, "ingest", admin.parse().unwrap());
+    argv.extend(["--listen-addr".to_string(), public]);
+    let config = ingest::Config::try_parse_from(argv).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), ingest::run(config, Shutdown::new()))
+        .await
+        .unwrap();
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains("salesctl topics create"), "{err}");
 }
