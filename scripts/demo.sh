@@ -79,9 +79,32 @@ for i in "${!STAGES[@]}"; do
     "$(curl -sS "http://$admin/healthz")" "$(curl -sS "http://$admin/readyz")"
 done
 
+say "A store: organization org_demo, website shop.example.com"
+"$BIN/salesctl" org put --id org_demo --website shop.example.com --timezone Europe/Warsaw
+
+say "The widget reports an order (POST /v1/events)"
+ORDER='{"organization_id":"org_demo","customer_id":"c-1001","page":{"url":"https://shop.example.com/checkout/thanks"},
+ "name":"store_order_was_created","data":{"order":{"id":"1042","order_number":"#1042","currency":"USD","total_price":149.99,
+ "line_items":[{"product_id":"123456789","title":"Merino Wool Crew Neck","quantity":1,"price":149.99}]}}}'
+# ingest may need a moment to see the new organization.
+for _ in $(seq 1 50); do
+  answer=$(curl -sS -w ' %{http_code}' -H 'Content-Type: application/json' -d "$ORDER" http://127.0.0.1:8080/v1/events)
+  [[ "$answer" == *" 202" ]] && break
+  sleep 0.2
+done
+echo "$answer"
+[[ "$answer" == *" 202" ]] || { echo "the order was not accepted"; exit 1; }
+
+say "A page on a website the store never connected is refused, loudly"
+curl -sS -w ' %{http_code}\n' -H 'Content-Type: application/json' \
+  -d "${ORDER/shop.example.com/elsewhere.example.net}" http://127.0.0.1:8080/v1/events
+
+say "The order in sales.events.raw (salesctl tail, read_committed)"
+"$BIN/salesctl" tail sales.events.raw --from-beginning --idle-timeout 3s | tail -n 1
+
 say "The pipeline is up"
-echo "widget API:  http://127.0.0.1:8080/v1/  (public listener of ingest)"
-echo "metrics:     curl http://127.0.0.1:9181/metrics  (each stage on its admin address)"
+echo "widget API:  http://127.0.0.1:8080/v1/events  (OpenAPI: http://127.0.0.1:8080/v1/openapi.json)"
+echo "metrics:     curl http://127.0.0.1:9180/metrics  (each stage on its admin address)"
 
 if $CHECK_ONLY; then
   exit 0
