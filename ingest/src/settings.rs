@@ -141,14 +141,14 @@ pub async fn follow(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
-    let consumer: StreamConsumer = kafka
+    let consumer: StreamConsumer<kafka_runtime::worker::QuietEof> = kafka
         .client_config("ingest-settings")
         // Every replica reads every organization: no group membership, no commits.
         .set("group.id", "ingest-settings")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(kafka_runtime::worker::QuietEof)
         .context("cannot create the settings consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(&topic), Duration::from_secs(10))

@@ -8,6 +8,9 @@
 //!   `/metrics` (Prometheus text).
 //! - [`broker`]: a background probe that keeps the "broker reachable" check current.
 //! - [`topic_admin`]: creates the pipeline's topics and verifies existing ones.
+//! - [`store`]: state stores (key-value, windowed) backed by changelog topics.
+//! - [`task`]: what a stage plugs into the runtime (application, tasks, context).
+//! - [`worker`]: the exactly-once consume-transform-produce loop.
 //! - [`stage`]: puts the above together for a stage binary.
 //! - [`error`]: this crate's error type.
 
@@ -17,7 +20,10 @@ pub mod config;
 pub mod error;
 pub mod shutdown;
 pub mod stage;
+pub mod store;
+pub mod task;
 pub mod telemetry;
 pub mod topic_admin;
+pub mod worker;
 
 pub use error::Error;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use schemas::topics::{Topic, TopicSpec};
+use schemas::topics::{Cleanup, Topic};
 
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
@@ -63,9 +63,18 @@ pub struct ObservedTopic {
     pub retention_ms: Option<String>,
 }
 
+/// A topic as it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub cleanup: Cleanup,
+}
+
 /// Compares an existing topic with its contract. Pure, so the rules are tested without
 /// a broker.
-pub fn verify(spec: &TopicSpec, partitions: i32, observed: &ObservedTopic) -> TopicOutcome {
+pub fn verify(wanted: &WantedTopic, observed: &ObservedTopic) -> TopicOutcome {
+    let partitions = wanted.partitions;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     if observed.partitions != partitions {
@@ -74,13 +83,13 @@ pub fn verify(spec: &TopicSpec, partitions: i32, observed: &ObservedTopic) -> To
             observed.partitions, observed.partitions
         ));
     }
-    let expected_policy = spec.cleanup.policy();
+    let expected_policy = wanted.cleanup.policy();
     match observed.cleanup_policy.as_deref() {
         Some(policy) if policy == expected_policy => {}
         Some(policy) => problems.push(format!("has cleanup.policy={policy}, expected {expected_policy}")),
         None => problems.push(format!("reports no cleanup.policy, expected {expected_policy}")),
     }
-    if let Some(expected) = spec.cleanup.retention_ms() {
+    if let Some(expected) = wanted.cleanup.retention_ms() {
         let actual = observed.retention_ms.as_deref().unwrap_or("unknown");
         if actual != expected.to_string() {
             notes.push(format!("retention.ms={actual}, the default is {expected}"));
@@ -93,22 +102,36 @@ pub fn verify(spec: &TopicSpec, partitions: i32, observed: &ObservedTopic) -> To
     }
 }
 
-/// Creates every missing topic with `partitions` partitions and checks the existing ones.
+/// Creates every missing topic of the pipeline with `partitions` partitions and checks
+/// the existing ones.
 pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32) -> Result<TopicsReport> {
     if partitions < 1 {
         return Err(Error::Config(format!(
             "--partitions must be at least 1, got {partitions}"
         )));
     }
+    let names = kafka.topic_names()?;
+    let wanted: Vec<WantedTopic> = Topic::ALL
+        .iter()
+        .map(|t| WantedTopic {
+            name: names.name(*t),
+            partitions,
+            cleanup: t.spec().cleanup,
+        })
+        .collect();
+    ensure(kafka, &wanted, replication).await
+}
+
+/// Creates the missing topics of `wanted` and checks the existing ones.
+pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32) -> Result<TopicsReport> {
     if replication < 1 {
         return Err(Error::Config(format!(
             "--replication-factor must be at least 1, got {replication}"
         )));
     }
-    let names = kafka.topic_names()?;
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
         kafka
-            .client_config("salesctl-admin")
+            .client_config("topic-admin")
             .create()
             .map_err(|e| Error::kafka("cannot create the admin client", e))?,
     );
@@ -126,23 +149,17 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
         ),
         other => other,
     })?;
-    // (full name, contract, retention.ms as the broker wants it)
-    let wanted: Vec<(String, TopicSpec, Option<String>)> = Topic::ALL
+    let retention: Vec<Option<String>> = wanted
         .iter()
-        .map(|t| {
-            (
-                names.name(*t),
-                t.spec(),
-                t.spec().cleanup.retention_ms().map(|ms| ms.to_string()),
-            )
-        })
+        .map(|w| w.cleanup.retention_ms().map(|ms| ms.to_string()))
         .collect();
     let to_create: Vec<NewTopic<'_>> = wanted
         .iter()
-        .filter(|(name, _, _)| !existing.contains_key(name))
-        .map(|(name, spec, retention)| {
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
-                .set("cleanup.policy", spec.cleanup.policy());
+        .zip(&retention)
+        .filter(|(w, _)| !existing.contains_key(&w.name))
+        .map(|(w, retention)| {
+            let topic = NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication))
+                .set("cleanup.policy", w.cleanup.policy());
             match retention {
                 Some(ms) => topic.set("retention.ms", ms),
                 None => topic,
@@ -173,28 +190,39 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
 
     let to_check: Vec<&str> = wanted
         .iter()
-        .map(|(name, _, _)| name.as_str())
+        .map(|w| w.name.as_str())
         .filter(|name| !created.iter().any(|c| c == name))
         .collect();
     let observed = observe(&admin, &to_check, &options).await?;
 
     let topics = wanted
         .iter()
-        .map(|(name, spec, _)| {
-            let outcome = if created.contains(name) {
+        .map(|w| {
+            let outcome = if created.contains(&w.name) {
                 TopicOutcome::Created
             } else {
-                match observed.get(name) {
-                    Some(seen) => verify(spec, partitions, seen),
+                match observed.get(&w.name) {
+                    Some(seen) => verify(w, seen),
                     None => TopicOutcome::Mismatch {
                         problems: vec!["was not found after creation".into()],
                     },
                 }
             };
-            (name.clone(), outcome)
+            (w.name.clone(), outcome)
         })
         .collect();
     Ok(TopicsReport { topics })
+}
+
+/// The partition count of `topic`, or `None` when it does not exist.
+pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> Result<Option<i32>> {
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+        kafka
+            .client_config("topic-admin")
+            .create()
+            .map_err(|e| Error::kafka("cannot create the admin client", e))?,
+    );
+    Ok(topic_partitions(&admin).await?.get(topic).copied())
 }
 
 /// Partition count of every topic in the cluster.
@@ -258,6 +286,14 @@ async fn observe(
 mod tests {
     use super::*;
 
+    fn wanted(topic: Topic) -> WantedTopic {
+        WantedTopic {
+            name: topic.base_name().into(),
+            partitions: 6,
+            cleanup: topic.spec().cleanup,
+        }
+    }
+
     fn seen(partitions: i32, policy: &str, retention: &str) -> ObservedTopic {
         ObservedTopic {
             partitions,
@@ -268,17 +304,17 @@ mod tests {
 
     #[test]
     fn a_topic_as_designed_is_accepted_without_notes() {
-        let spec = Topic::EventsRaw.spec();
+        let spec = wanted(Topic::EventsRaw);
         assert_eq!(
-            verify(&spec, 6, &seen(6, "delete", "604800000")),
+            verify(&spec, &seen(6, "delete", "604800000")),
             TopicOutcome::Exists { notes: vec![] }
         );
     }
 
     #[test]
     fn a_wrong_partition_count_is_a_problem() {
-        let spec = Topic::EventsRaw.spec();
-        let TopicOutcome::Mismatch { problems } = verify(&spec, 6, &seen(3, "delete", "604800000")) else {
+        let spec = wanted(Topic::EventsRaw);
+        let TopicOutcome::Mismatch { problems } = verify(&spec, &seen(3, "delete", "604800000")) else {
             panic!("accepted a topic with 3 partitions");
         };
         assert!(problems[0].contains("has 3 partitions, expected 6"), "{problems:?}");
@@ -286,8 +322,8 @@ mod tests {
 
     #[test]
     fn a_table_that_deletes_instead_of_compacting_is_a_problem() {
-        let spec = Topic::Wins.spec();
-        let outcome = verify(&spec, 6, &seen(6, "delete", "604800000"));
+        let spec = wanted(Topic::Wins);
+        let outcome = verify(&spec, &seen(6, "delete", "604800000"));
         assert!(
             matches!(outcome, TopicOutcome::Mismatch { ref problems } if problems[0].contains("expected compact")),
             "{outcome:?}"
@@ -296,17 +332,17 @@ mod tests {
 
     #[test]
     fn compact_and_delete_is_not_compact() {
-        let spec = Topic::Organizations.spec();
+        let spec = wanted(Topic::Organizations);
         assert!(matches!(
-            verify(&spec, 6, &seen(6, "compact,delete", "-1")),
+            verify(&spec, &seen(6, "compact,delete", "-1")),
             TopicOutcome::Mismatch { .. }
         ));
     }
 
     #[test]
     fn a_tuned_retention_is_a_note_not_a_problem() {
-        let spec = Topic::DeadLetter.spec();
-        let outcome = verify(&spec, 6, &seen(6, "delete", "86400000"));
+        let spec = wanted(Topic::DeadLetter);
+        let outcome = verify(&spec, &seen(6, "delete", "86400000"));
         assert!(
             matches!(outcome, TopicOutcome::Exists { ref notes } if notes.len() == 1),
             "{outcome:?}"

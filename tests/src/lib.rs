@@ -6,6 +6,7 @@
 //! local one and sets it); without it, a broker is started with testcontainers, which
 //! needs a Docker engine.
 
+pub mod counting;
 pub mod fuzz;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 mod cli;
 mod compose;
 mod ingest;
+mod runtime;
 mod stages;
 mod tail;
 mod topics;

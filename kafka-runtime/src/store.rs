@@ -1,0 +1,311 @@
+//! State stores: in-memory maps of one task (one input partition), each backed by a
+//! compacted changelog topic partition.
+//!
+//! Every change is remembered until the next commit, when the worker writes it to the
+//! changelog inside the same transaction as the outputs and input offsets; so what a
+//! restore reads back is exactly the state that goes with the committed offsets. A
+//! delete is a tombstone. An entry may carry an expiry in event time; it travels in the
+//! changelog record's `expires-at` header (the value stays the stage's own Avro record)
+//! and the store deletes the entry once the task's stream time passes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use schemas::values::Timestamp;
+
+/// Name of the changelog header carrying an entry's expiry (8 bytes, big-endian micros).
+pub const EXPIRES_AT_HEADER: &str = "expires-at";
+
+/// One change to write to the changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A value with its optional expiry.
+type Entry = (Vec<u8>, Option<Timestamp>);
+
+/// A key-value store with optional per-entry expiry by event time.
+#[derive(Debug, Default)]
+pub struct KvStore {
+    entries: BTreeMap<Vec<u8>, Entry>,
+    /// (expiry, key) of entries that expire, to find the expired ones in order.
+    expiries: BTreeSet<(Timestamp, Vec<u8>)>,
+    /// Changes since the last commit, the latest per key.
+    dirty: HashMap<Vec<u8>, Option<Entry>>,
+    bytes: usize,
+}
+
+impl KvStore {
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.entries.get(key).map(|(value, _)| value.as_slice())
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.put_expiring(key, value, None);
+    }
+
+    /// Stores `value`, to be deleted once stream time passes `expires_at`.
+    pub fn put_expiring(&mut self, key: &[u8], value: Vec<u8>, expires_at: Option<Timestamp>) {
+        self.dirty.insert(key.to_vec(), Some((value.clone(), expires_at)));
+        self.apply(key, Some((value, expires_at)));
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        if self.entries.contains_key(key) {
+            self.dirty.insert(key.to_vec(), None);
+            self.apply(key, None);
+        }
+    }
+
+    /// Entries with keys in `[from, to)`, in key order.
+    pub fn range<'a>(&'a self, from: &[u8], to: &[u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.entries
+            .range(from.to_vec()..to.to_vec())
+            .map(|(k, (v, _))| (k.as_slice(), v.as_slice()))
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub fn prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.entries
+            .range(prefix.to_vec()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, (v, _))| (k.as_slice(), v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Approximate bytes held (keys and values).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Deletes every entry whose expiry is at or before `stream_time`; returns how many.
+    pub fn expire(&mut self, stream_time: Timestamp) -> usize {
+        let expired: Vec<Vec<u8>> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= stream_time)
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in &expired {
+            self.delete(key);
+        }
+        expired.len()
+    }
+
+    /// The changes since the last call, to write to the changelog.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.dirty
+            .drain()
+            .map(|(key, entry)| match entry {
+                Some((value, expires_at)) => Change {
+                    key,
+                    value: Some(value),
+                    expires_at,
+                },
+                None => Change {
+                    key,
+                    value: None,
+                    expires_at: None,
+                },
+            })
+            .collect()
+    }
+
+    /// Applies a changelog record during restore (not itself a change to write back).
+    pub fn restore(&mut self, key: &[u8], value: Option<Vec<u8>>, expires_at: Option<Timestamp>) {
+        self.apply(key, value.map(|v| (v, expires_at)));
+    }
+
+    fn apply(&mut self, key: &[u8], entry: Option<Entry>) {
+        if let Some((old, old_expiry)) = self.entries.remove(key) {
+            self.bytes -= key.len() + old.len();
+            if let Some(at) = old_expiry {
+                self.expiries.remove(&(at, key.to_vec()));
+            }
+        }
+        if let Some((value, expiry)) = entry {
+            self.bytes += key.len() + value.len();
+            if let Some(at) = expiry {
+                self.expiries.insert((at, key.to_vec()));
+            }
+            self.entries.insert(key.to_vec(), (value, expiry));
+        }
+    }
+}
+
+/// A windowed store: values per (key, window start), kept for `retention` of event time
+/// after the window starts. Built on [`KvStore`]: the composite key is the key, a zero
+/// byte, and the window start as big-endian micros, so a key's windows sort in time.
+#[derive(Debug, Default)]
+pub struct WindowStore {
+    inner: KvStore,
+    retention_micros: i64,
+}
+
+impl WindowStore {
+    pub fn new(retention: std::time::Duration) -> Self {
+        WindowStore {
+            inner: KvStore::default(),
+            retention_micros: i64::try_from(retention.as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn composite(key: &[u8], window_start: Timestamp) -> Vec<u8> {
+        let mut composite = Vec::with_capacity(key.len() + 9);
+        composite.extend_from_slice(key);
+        composite.push(0);
+        // Flipping the sign bit keeps negative times sorted before positive ones.
+        composite.extend_from_slice(&((window_start.micros() as u64) ^ (1 << 63)).to_be_bytes());
+        composite
+    }
+
+    pub fn put(&mut self, key: &[u8], window_start: Timestamp, value: Vec<u8>) {
+        let expires = Timestamp(window_start.micros().saturating_add(self.retention_micros));
+        self.inner
+            .put_expiring(&Self::composite(key, window_start), value, Some(expires));
+    }
+
+    pub fn get(&self, key: &[u8], window_start: Timestamp) -> Option<&[u8]> {
+        self.inner.get(&Self::composite(key, window_start))
+    }
+
+    /// The windows of `key` starting in `[from, to)`, oldest first.
+    pub fn fetch(&self, key: &[u8], from: Timestamp, to: Timestamp) -> Vec<(Timestamp, &[u8])> {
+        let (low, high) = (Self::composite(key, from), Self::composite(key, to));
+        self.inner
+            .range(&low, &high)
+            .map(|(k, v)| {
+                let mut be = [0u8; 8];
+                be.copy_from_slice(&k[k.len() - 8..]);
+                (Timestamp((u64::from_be_bytes(be) ^ (1 << 63)) as i64), v)
+            })
+            .collect()
+    }
+
+    pub fn store(&mut self) -> &mut KvStore {
+        &mut self.inner
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.inner.bytes()
+    }
+
+    /// Windows held, over all keys.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_the_latest_per_key_and_deletes_are_tombstones() {
+        let mut store = KvStore::default();
+        store.put(b"a", b"1".to_vec());
+        store.put(b"a", b"2".to_vec());
+        store.put(b"b", b"1".to_vec());
+        store.delete(b"b");
+        let mut changes = store.take_changes();
+        changes.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(
+            changes[0],
+            Change {
+                key: b"a".to_vec(),
+                value: Some(b"2".to_vec()),
+                expires_at: None
+            }
+        );
+        assert_eq!(
+            changes[1],
+            Change {
+                key: b"b".to_vec(),
+                value: None,
+                expires_at: None
+            }
+        );
+        assert!(store.take_changes().is_empty());
+    }
+
+    #[test]
+    fn entries_expire_by_event_time_with_a_tombstone() {
+        let mut store = KvStore::default();
+        store.put_expiring(b"old", b"x".to_vec(), Some(Timestamp(100)));
+        store.put_expiring(b"new", b"y".to_vec(), Some(Timestamp(200)));
+        store.take_changes();
+        assert_eq!(store.expire(Timestamp(150)), 1);
+        assert_eq!(store.get(b"old"), None);
+        assert_eq!(store.get(b"new"), Some(&b"y"[..]));
+        assert_eq!(
+            store.take_changes(),
+            [Change {
+                key: b"old".to_vec(),
+                value: None,
+                expires_at: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_rewrite_moves_the_expiry() {
+        let mut store = KvStore::default();
+        store.put_expiring(b"k", b"1".to_vec(), Some(Timestamp(100)));
+        store.put_expiring(b"k", b"2".to_vec(), Some(Timestamp(300)));
+        assert_eq!(store.expire(Timestamp(200)), 0);
+        assert_eq!(store.get(b"k"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn restore_rebuilds_without_recording_changes() {
+        let mut store = KvStore::default();
+        store.restore(b"k", Some(b"v".to_vec()), Some(Timestamp(5)));
+        assert!(store.take_changes().is_empty());
+        assert_eq!(store.bytes(), 2);
+        assert_eq!(store.expire(Timestamp(5)), 1);
+    }
+
+    #[test]
+    fn prefix_scans_stop_at_the_prefix() {
+        let mut store = KvStore::default();
+        for key in ["a:1", "a:2", "b:1"] {
+            store.put(key.as_bytes(), vec![]);
+        }
+        let keys: Vec<_> = store.prefix(b"a:").map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(keys, [b"a:1".to_vec(), b"a:2".to_vec()]);
+    }
+
+    #[test]
+    fn windows_come_back_in_time_order_and_expire_after_retention() {
+        let mut store = WindowStore::new(std::time::Duration::from_micros(1000));
+        store.put(b"k", Timestamp(-50), b"neg".to_vec());
+        store.put(b"k", Timestamp(200), b"b".to_vec());
+        store.put(b"k", Timestamp(100), b"a".to_vec());
+        store.put(b"kk", Timestamp(100), b"other key".to_vec());
+        let windows = store.fetch(b"k", Timestamp(-100), Timestamp(1000));
+        assert_eq!(
+            windows,
+            [
+                (Timestamp(-50), &b"neg"[..]),
+                (Timestamp(100), &b"a"[..]),
+                (Timestamp(200), &b"b"[..])
+            ]
+        );
+        assert_eq!(store.store().expire(Timestamp(1100)), 3);
+        assert_eq!(store.fetch(b"k", Timestamp(-100), Timestamp(1000)).len(), 1);
+    }
+}

@@ -1,0 +1,212 @@
+//! What a stage plugs into the exactly-once runtime: an [`Application`] names its input
+//! topics and stores and creates one [`Task`] per input partition; a task turns records
+//! into outputs and state changes through its [`TaskContext`].
+//!
+//! A task sees the partition `p` of every input topic (they are co-partitioned), owns the
+//! stores of that partition, and never deals with transactions, offsets or rebalances.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemas::values::Timestamp;
+
+use crate::store::{KvStore, WindowStore};
+
+/// One input record.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The full topic name.
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The Kafka record timestamp, in milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Why a record cannot be processed: it goes to the dead-letter topic with this reason
+/// and the stage moves past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject(pub String);
+
+impl<E: std::fmt::Display> From<E> for Reject {
+    fn from(e: E) -> Self {
+        Reject(e.to_string())
+    }
+}
+
+/// The kind of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    KeyValue,
+    /// Windows kept for this long after they start.
+    Window {
+        retention: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub name: &'static str,
+    pub kind: StoreKind,
+}
+
+/// A stage's processing logic.
+pub trait Application: Send + Sync + 'static {
+    /// The application id: consumer group, transactional id prefix and changelog names
+    /// (`<prefix><id>.<store>-changelog`).
+    fn id(&self) -> &str;
+
+    /// Full names of the co-partitioned input topics.
+    fn inputs(&self) -> Vec<String>;
+
+    /// The task's stores.
+    fn stores(&self) -> Vec<StoreSpec> {
+        Vec::new()
+    }
+
+    /// The logic of one input partition.
+    fn create_task(&self, partition: i32) -> Box<dyn Task>;
+
+    /// A record's event time. By default the Kafka record timestamp; stages whose event
+    /// time is in the payload read it there.
+    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
+        record.timestamp_ms.map(|ms| Timestamp(ms.saturating_mul(1000)))
+    }
+}
+
+pub trait Task: Send {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject>;
+
+    /// A timer set with [`TaskContext::schedule`] is due: the task's stream time (its
+    /// watermark) has passed `at`.
+    fn on_timer(&mut self, _ctx: &mut TaskContext<'_>, _at: Timestamp, _tag: &[u8]) {}
+}
+
+/// An output record, sent in the open transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The stores of one task, by name.
+#[derive(Debug, Default)]
+pub struct Stores {
+    pub(crate) kv: BTreeMap<&'static str, KvStore>,
+    pub(crate) windows: BTreeMap<&'static str, WindowStore>,
+    /// Timers: key `at (big-endian, sign-flipped) ++ tag`, empty value.
+    pub(crate) timers: KvStore,
+}
+
+impl Stores {
+    pub(crate) fn new(specs: &[StoreSpec]) -> Self {
+        let mut stores = Stores::default();
+        for spec in specs {
+            match spec.kind {
+                StoreKind::KeyValue => {
+                    stores.kv.insert(spec.name, KvStore::default());
+                }
+                StoreKind::Window { retention } => {
+                    stores.windows.insert(spec.name, WindowStore::new(retention));
+                }
+            }
+        }
+        stores
+    }
+
+    /// Every store as a plain key-value store, with its name (`timers` for the timers).
+    pub(crate) fn all_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut KvStore)> {
+        self.kv
+            .iter_mut()
+            .map(|(name, store)| (*name, store))
+            .chain(self.windows.iter_mut().map(|(name, w)| (*name, w.store())))
+            .chain(std::iter::once((TIMERS_STORE, &mut self.timers)))
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.kv.values().map(KvStore::bytes).sum::<usize>()
+            + self.windows.values().map(|w| w.bytes()).sum::<usize>()
+            + self.timers.bytes()
+    }
+
+    pub(crate) fn keys(&self) -> usize {
+        self.kv.values().map(KvStore::len).sum::<usize>()
+            + self.windows.values().map(WindowStore::len).sum::<usize>()
+            + self.timers.len()
+    }
+}
+
+/// The internal store holding a task's timers.
+pub const TIMERS_STORE: &str = "timers";
+
+pub(crate) fn timer_key(at: Timestamp, tag: &[u8]) -> Vec<u8> {
+    let mut key = ((at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(tag);
+    key
+}
+
+pub(crate) fn timer_at(key: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let (at, tag) = key.split_first_chunk::<8>()?;
+    Some((Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64), tag))
+}
+
+/// What a task may do while handling a record or a timer.
+#[derive(Debug)]
+pub struct TaskContext<'a> {
+    pub(crate) partition: i32,
+    pub(crate) stream_time: Timestamp,
+    pub(crate) stores: &'a mut Stores,
+    pub(crate) outputs: &'a mut Vec<Output>,
+}
+
+impl TaskContext<'_> {
+    /// The input partition this task owns.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The highest event time this task has seen (or, for idle input, the wall clock):
+    /// the watermark timers and expiry follow.
+    pub fn stream_time(&self) -> Timestamp {
+        self.stream_time
+    }
+
+    /// Sends a record to `topic` in the open transaction (the default partitioner places
+    /// it by key, so customer-keyed outputs stay co-partitioned).
+    pub fn emit(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.outputs.push(Output {
+            topic: topic.to_string(),
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+        });
+    }
+
+    /// The key-value store named `name` (declared in [`Application::stores`]).
+    pub fn store(&mut self, name: &str) -> &mut KvStore {
+        self.stores
+            .kv
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("store {name:?} is not declared by the application"))
+    }
+
+    /// The windowed store named `name`.
+    pub fn window_store(&mut self, name: &str) -> &mut WindowStore {
+        self.stores
+            .windows
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("window store {name:?} is not declared by the application"))
+    }
+
+    /// Calls [`Task::on_timer`] with `tag` once stream time reaches `at`. Timers are
+    /// state: they survive restarts and move with the partition.
+    pub fn schedule(&mut self, at: Timestamp, tag: &[u8]) {
+        self.stores.timers.put(&timer_key(at, tag), Vec::new());
+    }
+
+    pub fn cancel(&mut self, at: Timestamp, tag: &[u8]) {
+        self.stores.timers.delete(&timer_key(at, tag));
+    }
+}

@@ -1,0 +1,364 @@
+//! The exactly-once runtime against the real broker: a counting stage killed with
+//! SIGKILL again and again, replicas added and killed mid-run, and a poison record.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_runtime::admin::Readiness;
+use kafka_runtime::config::ProcessingArgs;
+use kafka_runtime::shutdown::Shutdown;
+use kafka_runtime::topic_admin::{WantedTopic, ensure};
+use kafka_runtime::worker::{RuntimeMetrics, WorkerConfig};
+use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sales_tests::counting::{Counting, INPUT, OUTPUT};
+use sales_tests::{TEST_PARTITIONS, TestEnv};
+use schemas::records::DeadLetter;
+use schemas::topics::{Cleanup, Topic};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn setup(env: &TestEnv) {
+    env.create_topics().await;
+    let retention = Cleanup::Delete {
+        retention: Duration::from_secs(86_400),
+    };
+    let wanted: Vec<WantedTopic> = [INPUT, OUTPUT]
+        .iter()
+        .map(|t| WantedTopic {
+            name: format!("{}{t}", env.kafka.topic_prefix),
+            partitions: TEST_PARTITIONS,
+            cleanup: retention,
+        })
+        .collect();
+    ensure(&env.kafka, &wanted, 1).await.unwrap();
+}
+
+/// Sends `records` increments over `keys` keys; returns how many each key got.
+async fn produce(env: &TestEnv, records: usize, keys: usize, seed: u64) -> HashMap<String, u64> {
+    let producer: FutureProducer = env
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let topic = format!("{}{INPUT}", env.kafka.topic_prefix);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut expected = HashMap::new();
+    let mut deliveries = Vec::with_capacity(records);
+    for _ in 0..records {
+        let key = format!("k{}", rng.random_range(0..keys));
+        *expected.entry(key.clone()).or_insert(0) += 1;
+        deliveries.push(
+            producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload("inc"))
+                .unwrap(),
+        );
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+    expected
+}
+
+/// Reads the output with read_committed until `total` records arrived (or nothing new
+/// came for `idle`); returns each key's counts in order.
+async fn read_counts(env: &TestEnv, total: u64, idle: Duration) -> HashMap<String, Vec<u64>> {
+    let consumer = env.consumer(&format!("{}{OUTPUT}", env.kafka.topic_prefix), "read_committed");
+    let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut read = 0;
+    while read < total {
+        let Ok(message) = tokio::time::timeout(idle, consumer.recv()).await else {
+            break;
+        };
+        let message = message.unwrap();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let count: u64 = std::str::from_utf8(message.payload().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        counts.entry(key).or_default().push(count);
+        read += 1;
+    }
+    counts
+}
+
+/// Every key's outputs are exactly 1..=n with n its number of inputs.
+fn assert_exactly_once(expected: &HashMap<String, u64>, counts: &HashMap<String, Vec<u64>>) {
+    let mut problems = Vec::new();
+    for (key, n) in expected {
+        let seen = counts.get(key).cloned().unwrap_or_default();
+        let wanted: Vec<u64> = (1..=*n).collect();
+        if seen != wanted {
+            let duplicates = seen.len() as i64 - seen.iter().collect::<std::collections::HashSet<_>>().len() as i64;
+            problems.push(format!(
+                "{key}: {} outputs for {n} inputs, {duplicates} repeated, last {:?}",
+                seen.len(),
+                seen.last()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} keys wrong:\n{}",
+        problems.len(),
+        problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn spawn(env: &TestEnv, app: &str, worker: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_counting_stage"))
+            .args([
+                "--bootstrap-servers",
+                &env.kafka.bootstrap_servers,
+                "--topic-prefix",
+                &env.kafka.topic_prefix,
+            ])
+            .args(["--app-id", app, "--worker-id", worker, "--commit-interval", "100ms"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        WorkerProcess(child)
+    }
+
+    /// SIGKILL: no commit, no goodbye.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit status of a graceful stop.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.0.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the output with read_committed in the background, so a test can act on the
+/// progress it sees.
+struct OutputWatch {
+    counts: Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>>,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OutputWatch {
+    fn start(env: &TestEnv) -> Self {
+        let consumer = env.consumer(&format!("{}{OUTPUT}", env.kafka.topic_prefix), "read_committed");
+        let counts: Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (counts, read) = (Arc::clone(&counts), Arc::clone(&read));
+            async move {
+                loop {
+                    let message = consumer.recv().await.unwrap();
+                    let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+                    let count: u64 = std::str::from_utf8(message.payload().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    counts.lock().unwrap().entry(key).or_default().push(count);
+                    read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        OutputWatch { counts, read, task }
+    }
+
+    fn read(&self) -> usize {
+        self.read.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait_for(&self, at_least: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.read() < at_least {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Waits until nothing new arrives for `quiet`, then returns what was read.
+    async fn settle(self, quiet: Duration) -> HashMap<String, Vec<u64>> {
+        let mut last = self.read();
+        loop {
+            tokio::time::sleep(quiet).await;
+            if self.read() == last {
+                break;
+            }
+            last = self.read();
+        }
+        self.task.abort();
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_counting_stage_killed_again_and_again_counts_every_record_exactly_once() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let app = env.unique_id("counter");
+    let records = 50_000;
+    let expected = produce(&env, records, 200, 7).await;
+    let watch = OutputWatch::start(&env);
+
+    // Each incarnation is killed with SIGKILL once the committed output has passed a
+    // mark, plus a random moment: always mid-run, with a transaction open.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut killed_at = Vec::new();
+    for mark in [5_000, 15_000, 25_000, 35_000] {
+        let worker = WorkerProcess::spawn(&env, &app, "w1");
+        assert!(
+            watch.wait_for(mark, Duration::from_secs(60)).await,
+            "no progress past {mark}"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        worker.kill();
+        killed_at.push(watch.read());
+    }
+    assert!(
+        killed_at.iter().all(|k| *k < records),
+        "every kill must land mid-run: {killed_at:?}"
+    );
+
+    let worker = WorkerProcess::spawn(&env, &app, "w1");
+    assert!(
+        watch.wait_for(records, Duration::from_secs(120)).await,
+        "only {} of {records} outputs",
+        watch.read()
+    );
+    assert!(worker.terminate().success(), "a graceful stop exits 0");
+    let counts = watch.settle(Duration::from_secs(2)).await;
+    assert_exactly_once(&expected, &counts);
+    assert_eq!(
+        counts.values().map(Vec::len).sum::<usize>(),
+        records,
+        "no duplicate trails behind"
+    );
+}
+
+#[tokio::test]
+async fn replicas_added_and_killed_mid_run_keep_the_counts_exact() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let app = env.unique_id("counter");
+    let watch = OutputWatch::start(&env);
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let mut add = |batch: HashMap<String, u64>| {
+        for (key, n) in batch {
+            *expected.entry(key).or_insert(0) += n;
+        }
+    };
+
+    // Two replicas build state in every partition.
+    let w1 = WorkerProcess::spawn(&env, &app, "w1");
+    let w2 = WorkerProcess::spawn(&env, &app, "w2");
+    add(produce(&env, 10_000, 150, 1).await);
+    assert!(
+        watch.wait_for(10_000, Duration::from_secs(60)).await,
+        "{} of 10000",
+        watch.read()
+    );
+
+    // A third joins: partitions move, and their counts must continue from the
+    // changelog, not restart.
+    let w3 = WorkerProcess::spawn(&env, &app, "w3");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    add(produce(&env, 10_000, 150, 2).await);
+    assert!(
+        watch.wait_for(20_000, Duration::from_secs(60)).await,
+        "{} of 20000",
+        watch.read()
+    );
+
+    // One dies for good: its partitions move once its session expires.
+    w1.kill();
+    add(produce(&env, 10_000, 150, 3).await);
+    assert!(
+        watch.wait_for(30_000, Duration::from_secs(90)).await,
+        "{} of 30000",
+        watch.read()
+    );
+
+    assert!(w2.terminate().success());
+    assert!(w3.terminate().success());
+    let counts = watch.settle(Duration::from_secs(2)).await;
+    assert_exactly_once(&expected, &counts);
+}
+
+#[tokio::test]
+async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let app = Arc::new(Counting {
+        id: env.unique_id("counter"),
+        prefix: env.kafka.topic_prefix.clone(),
+    });
+    let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
+    let input = format!("{}{INPUT}", env.kafka.topic_prefix);
+    for value in ["inc", "\u{0}garbage", "inc"] {
+        producer
+            .send(FutureRecord::to(&input).key("k").payload(value), TIMEOUT)
+            .await
+            .unwrap();
+    }
+
+    let shutdown = Shutdown::new();
+    let config = WorkerConfig {
+        kafka: env.kafka.clone(),
+        processing: ProcessingArgs {
+            commit_interval: Duration::from_millis(50),
+            commit_max_records: 1000,
+        },
+        worker_id: "w1".into(),
+        idle_advance: Duration::from_secs(3600),
+    };
+    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let worker = tokio::spawn(kafka_runtime::worker::run(
+        app,
+        config,
+        metrics.clone(),
+        Readiness::default().check("state"),
+        shutdown.clone(),
+    ));
+
+    let counts = read_counts(&env, 2, TIMEOUT).await;
+    assert_eq!(counts["k"], [1, 2], "the record after the poison is counted");
+
+    let dead = env.consumer(&env.topic(Topic::DeadLetter), "read_committed");
+    let message = tokio::time::timeout(TIMEOUT, dead.recv()).await.unwrap().unwrap();
+    let letter: DeadLetter = schemas::decode(message.payload().unwrap()).unwrap();
+    assert!(letter.reason.contains("not an increment"), "{}", letter.reason);
+    assert_eq!(
+        (letter.source_topic.as_str(), letter.source_offset),
+        (input.as_str(), 1)
+    );
+    assert_eq!(letter.source_value.as_deref(), Some("\u{0}garbage".as_bytes()));
+    assert_eq!(metrics.dead_letters.get(), 1);
+
+    shutdown.trigger();
+    tokio::time::timeout(TIMEOUT, worker).await.unwrap().unwrap().unwrap();
+}
