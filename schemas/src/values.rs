@@ -58,8 +58,11 @@ impl<const SCALE: u32> ScaledDecimal<SCALE> {
         }
         let mut rescaled = normalized;
         rescaled.rescale(SCALE);
+        // rescale stops at a lower scale when the mantissa would outgrow 96 bits; that
+        // mantissa read at SCALE would be a different number, and at SCALE the value
+        // needs more than 28 digits anyway.
         let unscaled = rescaled.mantissa();
-        if unscaled.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION) {
+        if rescaled.scale() != SCALE || unscaled.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION) {
             return Err(DecimalError::TooLarge { value: self.0 });
         }
         Ok(unscaled)
@@ -261,6 +264,38 @@ mod tests {
     fn more_than_28_digits_are_refused() {
         assert!(matches!(
             Money::new(Decimal::from_str("1000000000000000000000000").unwrap()),
+            Err(DecimalError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn values_whose_scaled_mantissa_outgrows_96_bits_are_refused_not_rescaled_less() {
+        // At scale 4 these need 29 digits, beyond what a 96-bit mantissa holds, so a
+        // rescale would stop short of scale 4.
+        for s in ["8000000000000000000000000", "9000000000000000000000000.5"] {
+            let value = Decimal::from_str(s).unwrap();
+            assert!(matches!(Money::new(value), Err(DecimalError::TooLarge { .. })), "{s}");
+            assert!(
+                matches!(
+                    ScaledDecimal::<4>(value).to_avro_bytes(),
+                    Err(DecimalError::TooLarge { .. })
+                ),
+                "{s}"
+            );
+        }
+        // 28 digits at scale 4 fit, and keep their value through the bytes.
+        for s in ["999999999999999999999999.9999", "792281625142643375935439.5033"] {
+            let m = money(s);
+            assert_eq!(m.unscaled().unwrap().to_string(), s.replace('.', ""));
+            assert_eq!(Money::from_avro_bytes(&m.to_avro_bytes().unwrap()).unwrap(), m, "{s}");
+        }
+        let seconds = Seconds::new(Decimal::from_str("9999999999999999999999.999999").unwrap()).unwrap();
+        assert_eq!(
+            Seconds::from_avro_bytes(&seconds.to_avro_bytes().unwrap()).unwrap(),
+            seconds
+        );
+        assert!(matches!(
+            Seconds::new(Decimal::from_str("80000000000000000000000").unwrap()),
             Err(DecimalError::TooLarge { .. })
         ));
     }
