@@ -3,8 +3,6 @@
 //! through a float. The field rules themselves are shared with the enricher
 //! ([`schemas::validation`]); this module only knows the JSON shape.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use schemas::records::{CartLine, CartProduct, EventName, LineItem, Order, Page, SalesChannel, WidgetEvent};
 use schemas::validation::{FieldErrorKind, validate_widget_event};
@@ -368,12 +366,11 @@ pub fn parse_amount(text: &str) -> Result<Money, String> {
     if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return Err(format!("must be a number, got {text}"));
     }
-    let decimal = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text)
-    } else {
-        Decimal::from_str(text)
-    }
-    .map_err(|_| format!("{text} is not an amount this API can carry exactly (at most 28 significant digits)"))?;
+    let decimal = exact_decimal(text).ok_or_else(|| {
+        format!(
+            "{text} is not an amount this API can carry exactly; send at most 4 decimal places and 28 significant digits"
+        )
+    })?;
     if decimal.is_sign_negative() && !decimal.is_zero() {
         return Err("must be at least 0".into());
     }
@@ -383,8 +380,41 @@ pub fn parse_amount(text: &str) -> Result<Money, String> {
     })
 }
 
+/// The decimal a number's text stands for, or `None` when a `Decimal` cannot hold it
+/// exactly. `Decimal::from_str` and `from_scientific` round what does not fit (so
+/// 149.99000000000000000000000000001 would become 149.99), which for money is a
+/// silently different amount.
+fn exact_decimal(text: &str) -> Option<Decimal> {
+    let Some((mantissa, exponent)) = text.split_once(['e', 'E']) else {
+        return Decimal::from_str_exact(text).ok();
+    };
+    let mantissa = Decimal::from_str_exact(mantissa).ok()?;
+    // An exponent too large for an i32 could only give zero or an overflow.
+    let exponent: i32 = exponent.parse().ok()?;
+    if mantissa.is_zero() {
+        return Some(Decimal::ZERO);
+    }
+    let mut digits = mantissa.mantissa();
+    // value = digits × 10^power
+    let power = i64::from(exponent) - i64::from(mantissa.scale());
+    if power >= 0 {
+        let factor = 10i128.checked_pow(u32::try_from(power).ok()?)?;
+        Decimal::try_from_i128_with_scale(digits.checked_mul(factor)?, 0).ok()
+    } else {
+        let mut scale = u64::try_from(-power).ok()?;
+        // 1500e-30 is 1.5e-27: trailing zeros of the digits are not precision.
+        while scale > u64::from(Decimal::MAX_SCALE) && digits % 10 == 0 {
+            digits /= 10;
+            scale -= 1;
+        }
+        Decimal::try_from_i128_with_scale(digits, u32::try_from(scale).ok()?).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use serde_json::{Value, json};
 
     use super::*;
@@ -549,11 +579,50 @@ mod tests {
 
     #[test]
     fn amounts_in_scientific_notation_are_read_exactly() {
-        assert_eq!(
-            parse_amount("1.4999e2").unwrap().value(),
-            Decimal::from_str("149.99").unwrap()
-        );
+        for (text, value) in [
+            ("1.4999e2", "149.99"),
+            ("14999E-2", "149.99"),
+            ("1.5e+3", "1500"),
+            ("0e400", "0"),
+            ("150000e-3", "150"),
+            ("10000000000000000000000000e-29", "0.0001"),
+            ("9.999999999999999999999999999e23", "999999999999999999999999.9999"),
+        ] {
+            assert_eq!(
+                parse_amount(text).unwrap().value(),
+                Decimal::from_str(value).unwrap(),
+                "{text}"
+            );
+        }
         assert!(parse_amount("1e-5").is_err());
+        assert!(parse_amount("1e28").is_err());
+        assert!(parse_amount("1e400").is_err());
+        assert!(parse_amount("1e-400").is_err());
+        assert!(parse_amount("1e99999999999").is_err());
+    }
+
+    #[test]
+    fn amounts_beyond_28_digits_are_refused_not_rounded() {
+        for text in [
+            "149.99000000000000000000000000001",
+            "0.00000000000000000000000000000001",
+            "1.00000000000000000000000000000001e1",
+            "123456789012345678901234567890",
+            "1.5e-30",
+        ] {
+            let message = parse_amount(text).unwrap_err();
+            assert!(message.contains(text), "{text}: {message}");
+        }
+        // Over HTTP the refusal is an invalid field, named.
+        let raw = order_body().to_string().replace(
+            "\"total_price\":149.99",
+            "\"total_price\":149.99000000000000000000000000001",
+        );
+        let r = parse_event(raw.as_bytes(), NOW).unwrap_err();
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            (RejectCode::InvalidField, Some("data.order.total_price"))
+        );
     }
 
     #[test]
