@@ -108,6 +108,17 @@ impl ApiError {
         .retry_after(5)
     }
 
+    /// Organization settings are still being read at start-up: whether the organization
+    /// exists is not known yet, and a 422 would tell the client to give up on the event.
+    fn settings_loading() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is starting and cannot check organizations yet; retry with the same event_id",
+        )
+        .retry_after(2)
+    }
+
     fn rate_limited(wait: Duration, whose: &str) -> Self {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -203,6 +214,9 @@ async fn accept(state: &Ingest, request: Request) -> Accepted {
         .map_err(|e| (e, None))?;
     let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(|r| (r.into(), None))?;
 
+    if !state.organizations.is_loaded() {
+        return Err((ApiError::settings_loading(), None));
+    }
     let org = state.organizations.get(&event.organization_id).ok_or_else(|| {
         let error = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -435,6 +449,7 @@ mod tests {
     fn state(ip_rate: Rate) -> Arc<Ingest> {
         let organizations = Organizations::default();
         organizations.insert("org_8d2f", OrgSettings::from_record(&OrganizationSettings::sample()));
+        organizations.mark_loaded();
         let producer = ClientConfig::new()
             // Nothing listens here: these tests never reach the broker.
             .set("bootstrap.servers", "127.0.0.1:1")
@@ -551,6 +566,36 @@ mod tests {
             (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_organization"))
         );
         assert_eq!(answer["field"], "organization_id");
+    }
+
+    #[tokio::test]
+    async fn while_settings_load_an_unknown_organization_is_503_not_422() {
+        let state = state(generous());
+        let loading = Organizations::default();
+        let state = Arc::new(Ingest {
+            organizations: loading.clone(),
+            ..Arc::into_inner(state).unwrap()
+        });
+        let mut body = event();
+        body["organization_id"] = json!("org_nobody");
+        let (status, headers, reply) = answer(router(Arc::clone(&state)), post(&body)).await;
+        assert_eq!(
+            (status, reply["error_code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        // A payload problem is still a payload problem: it does not depend on settings.
+        body["data"]["cart_lines"][0]["quantity"] = json!(0);
+        let (status, _, _) = answer(router(Arc::clone(&state)), post(&body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        loading.mark_loaded();
+        body["data"]["cart_lines"][0]["quantity"] = json!(1);
+        let (status, _, reply) = answer(router(state), post(&body)).await;
+        assert_eq!(
+            (status, reply["error_code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_organization"))
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! `salesctl org put` applies within the time it takes to consume one record.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -67,9 +68,21 @@ pub fn host_matches(host: &str, site: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Organizations {
     inner: Arc<RwLock<HashMap<String, Arc<OrgSettings>>>>,
+    /// Whether the topic has been read to its end once. Until then an organization that
+    /// is not here may just not have been read yet, so its absence proves nothing.
+    loaded: Arc<AtomicBool>,
 }
 
 impl Organizations {
+    /// Whether every organization's settings have been read; see [`follow`].
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+
     pub fn get(&self, organization_id: &str) -> Option<Arc<OrgSettings>> {
         self.inner
             .read()
@@ -132,8 +145,8 @@ impl Organizations {
     }
 }
 
-/// Reads the whole topic, marks `ready` once every partition has been read to its end,
-/// then keeps applying changes until shutdown.
+/// Reads the whole topic, marks `organizations` loaded and `ready` set once every
+/// partition has been read to its end, then keeps applying changes until shutdown.
 pub async fn follow(
     kafka: &KafkaArgs,
     organizations: Organizations,
@@ -182,6 +195,7 @@ pub async fn follow(
                 }
                 if !loaded && at_end.iter().all(|e| *e) {
                     loaded = true;
+                    organizations.mark_loaded();
                     ready.set(true);
                     tracing::info!(organizations = organizations.len(), "organization settings loaded");
                 }
