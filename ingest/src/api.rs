@@ -31,7 +31,9 @@ pub struct ApiSettings {
     pub body_limit: usize,
     /// How long the broker has to acknowledge an event before the answer is 503.
     pub ack_timeout: Duration,
-    /// How long a whole request may take (slow clients included).
+    /// How long a client has to send its body. It does not bound the wait for the
+    /// broker, which has `ack_timeout`: an event may be written by then, and 408 would
+    /// read as "not received".
     pub request_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
@@ -76,6 +78,9 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     pub retry_after: Option<u64>,
+    /// The event's id, on a 503 once the body has been read: a client whose event got
+    /// its id from the server retries with it, so the event is still counted once.
+    pub event_id: Option<String>,
 }
 
 impl ApiError {
@@ -86,6 +91,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            event_id: None,
         }
     }
 
@@ -96,6 +102,11 @@ impl ApiError {
 
     fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    fn event_id(mut self, event_id: &str) -> Self {
+        self.event_id = Some(event_id.to_string());
         self
     }
 
@@ -137,13 +148,17 @@ impl From<Rejection> for ApiError {
             message: r.message,
             field: r.field,
             retry_after: None,
+            event_id: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error_code": self.code, "message": self.message, "field": self.field });
+        let mut body = json!({ "error_code": self.code, "message": self.message, "field": self.field });
+        if let Some(event_id) = self.event_id {
+            body["event_id"] = json!(event_id);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -156,28 +171,19 @@ impl IntoResponse for ApiError {
 
 async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
-    let (status, code, mut response) =
-        match tokio::time::timeout(state.settings.request_timeout, accept(&state, request)).await {
-            Ok(Ok((event_id, origin))) => {
-                let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
-                allow_origin(response.headers_mut(), origin);
-                (StatusCode::ACCEPTED, "none", response)
-            }
-            Ok(Err((error, origin))) => {
-                let (status, code) = (error.status, error.code);
-                let mut response = error.into_response();
-                allow_origin(response.headers_mut(), origin);
-                (status, code, response)
-            }
-            Err(_) => {
-                let error = ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "the request was not received in time",
-                );
-                (error.status, error.code, error.into_response())
-            }
-        };
+    let (status, code, mut response) = match accept(&state, request).await {
+        Ok((event_id, origin)) => {
+            let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
+            allow_origin(response.headers_mut(), origin);
+            (StatusCode::ACCEPTED, "none", response)
+        }
+        Err((error, origin)) => {
+            let (status, code) = (error.status, error.code);
+            let mut response = error.into_response();
+            allow_origin(response.headers_mut(), origin);
+            (status, code, response)
+        }
+    };
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Origin"));
@@ -209,13 +215,24 @@ async fn accept(state: &Ingest, request: Request) -> Accepted {
 
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers).map_err(|e| (e, None))?;
-    let bytes = read_body(body, &parts.headers, state.settings.body_limit)
-        .await
-        .map_err(|e| (e, None))?;
+    let bytes = tokio::time::timeout(
+        state.settings.request_timeout,
+        read_body(body, &parts.headers, state.settings.body_limit),
+    )
+    .await
+    .map_err(|_| {
+        let error = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body was not received in time; send it again",
+        );
+        (error, None)
+    })?
+    .map_err(|e| (e, None))?;
     let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(|r| (r.into(), None))?;
 
     if !state.organizations.is_loaded() {
-        return Err((ApiError::settings_loading(), None));
+        return Err((ApiError::settings_loading().event_id(&event.event_id), None));
     }
     let org = state.organizations.get(&event.organization_id).ok_or_else(|| {
         let error = ApiError::new(
@@ -286,7 +303,9 @@ async fn accept(state: &Ingest, request: Request) -> Accepted {
             origin.clone(),
         )
     })?;
-    publish(state, &key, &value).await.map_err(|e| (e, origin.clone()))?;
+    publish(state, &key, &value)
+        .await
+        .map_err(|e| (e.event_id(&event.event_id), origin.clone()))?;
     Ok((event.event_id, origin))
 }
 
@@ -477,6 +496,13 @@ mod tests {
         })
     }
 
+    /// `state` with another bound on reading the body.
+    fn with_request_timeout(state: Arc<Ingest>, request_timeout: Duration) -> Arc<Ingest> {
+        let mut ingest = Arc::into_inner(state).unwrap();
+        ingest.settings.request_timeout = request_timeout;
+        Arc::new(ingest)
+    }
+
     fn generous() -> Rate {
         Rate {
             per_second: 1000,
@@ -647,6 +673,52 @@ mod tests {
         );
         assert_eq!(headers[header::RETRY_AFTER], "5");
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example.com");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_arrives_too_slowly_is_408() {
+        use futures::StreamExt;
+
+        let state = with_request_timeout(state(generous()), Duration::from_millis(100));
+        let text = event().to_string();
+        let (head, tail) = text.split_at(10);
+        let chunks = vec![(0, head.to_string()), (500, tail.to_string())];
+        let slow = futures::stream::iter(chunks).then(|(delay, chunk)| async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Ok::<_, std::io::Error>(chunk)
+        });
+        let request = HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(slow))
+            .unwrap();
+        let (status, _, body) = answer(router(state), request).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::REQUEST_TIMEOUT, Some("request_timeout"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_the_broker_is_not_cut_short_by_the_request_timeout() {
+        // The body arrives at once; the broker (unreachable here) takes longer than the
+        // request timeout to fail. The answer is the broker's 503, never a 408 that
+        // would read as "not received" for an event that may have been written.
+        let state = with_request_timeout(state(generous()), Duration::from_millis(10));
+        let mut body = event();
+        body["event_id"] = json!("0B7E4C1E-1F39-4C9A-9D0E-3F0C2B7A9E11");
+        let (status, _, reply) = answer(router(Arc::clone(&state)), post(&body)).await;
+        assert_eq!(
+            (status, reply["error_code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        assert_eq!(reply["event_id"], "0b7e4c1e-1f39-4c9a-9d0e-3f0c2b7a9e11");
+
+        // Without an event_id of its own, the client learns the one to retry with.
+        let (_, _, reply) = answer(router(state), post(&event())).await;
+        assert!(
+            uuid::Uuid::parse_str(reply["event_id"].as_str().unwrap()).is_ok(),
+            "{reply}"
+        );
     }
 
     #[tokio::test]

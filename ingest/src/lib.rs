@@ -57,7 +57,8 @@ pub struct Config {
     #[arg(long, env = "INGEST_ACK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub ack_timeout: Duration,
 
-    /// How long a whole request may take, reading the body included; slower ones get 408.
+    /// How long a client has to send the request body; slower ones get 408. The wait
+    /// for the broker is bounded by INGEST_ACK_TIMEOUT instead.
     #[arg(long, env = "INGEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 

@@ -112,7 +112,7 @@ pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, R
     let event = WidgetEvent {
         event_id: envelope
             .event_id
-            .map(|id| id.0)
+            .map(|id| canonical_event_id(id.0))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         organization_id: envelope.organization_id,
         customer_id: envelope.customer_id,
@@ -129,6 +129,16 @@ pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, R
     };
     validate_widget_event(&event)?;
     Ok(event)
+}
+
+/// One UUID has many spellings (upper case, braces, no hyphens, `urn:uuid:`); downstream
+/// dedupe compares ids as text, so every spelling becomes the lower-case hyphenated one.
+/// Text that is no UUID is kept for validation to refuse with the field named.
+fn canonical_event_id(id: String) -> String {
+    match uuid::Uuid::parse_str(&id) {
+        Ok(uuid) => uuid.hyphenated().to_string(),
+        Err(_) => id,
+    }
 }
 
 /// Deserializes `bytes`, turning serde's errors into rejections with field paths
@@ -473,6 +483,27 @@ mod tests {
             event.order.unwrap().total_price.value(),
             Decimal::from_str("12345678901234.5678").unwrap()
         );
+    }
+
+    #[test]
+    fn every_spelling_of_one_event_id_is_the_same_id() {
+        for spelling in [
+            "0B7E4C1E-1F39-4C9A-9D0E-3F0C2B7A9E11",
+            "0b7e4c1e1f394c9a9d0e3f0c2b7a9e11",
+            "{0b7e4c1e-1f39-4c9a-9d0e-3f0c2b7a9e11}",
+            "urn:uuid:0b7e4c1e-1f39-4c9a-9d0e-3f0c2b7a9e11",
+        ] {
+            let mut body = order_body();
+            body["event_id"] = json!(spelling);
+            assert_eq!(
+                parse(&body).unwrap().event_id,
+                "0b7e4c1e-1f39-4c9a-9d0e-3f0c2b7a9e11",
+                "{spelling}"
+            );
+        }
+        let mut body = order_body();
+        body["event_id"] = json!("not-a-uuid");
+        assert_eq!(rejection(&body), (RejectCode::InvalidField, Some("event_id".into())));
     }
 
     #[test]

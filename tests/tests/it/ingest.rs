@@ -394,6 +394,8 @@ async fn a_broker_that_stops_answering_gets_503_and_no_202_is_lost() {
             503 => {
                 assert_eq!(answer.json()["error_code"], "unavailable");
                 assert!(answer.header("retry-after").is_some());
+                // The id to retry with, assigned by the server since the client sent none.
+                assert!(answer.json()["event_id"].is_string(), "{}", answer.body);
                 unavailable += 1;
             }
             other => panic!("unexpected {other}: {}", answer.body),
