@@ -171,19 +171,27 @@ impl IntoResponse for ApiError {
 
 async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
-    let (status, code, mut response) = match accept(&state, request).await {
-        Ok((event_id, origin)) => {
-            let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
-            allow_origin(response.headers_mut(), origin);
-            (StatusCode::ACCEPTED, "none", response)
+    // As in the preflight, a connected website of any organization may read the answer:
+    // a page that cannot read a 4xx or 503 cannot tell what went wrong or when to
+    // retry. The organization's own check comes later, in `accept`.
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|origin| origin_host(origin).is_some_and(|host| state.organizations.any_connected(&host)))
+        .cloned();
+    let (status, code, mut response, readable) = match accept(&state, request).await {
+        Ok(event_id) => {
+            let response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
+            (StatusCode::ACCEPTED, "none", response, true)
         }
-        Err((error, origin)) => {
+        Err(Refused { error, foreign_origin }) => {
             let (status, code) = (error.status, error.code);
-            let mut response = error.into_response();
-            allow_origin(response.headers_mut(), origin);
-            (status, code, response)
+            (status, code, error.into_response(), !foreign_origin)
         }
     };
+    if readable {
+        allow_origin(response.headers_mut(), origin);
+    }
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Origin"));
@@ -202,46 +210,61 @@ async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Respo
     response
 }
 
-/// An accepted event's id, or the error; either way the `Origin` to echo in
-/// `Access-Control-Allow-Origin` once it is known to be a connected website.
-type Accepted = Result<(String, Option<HeaderValue>), (ApiError, Option<HeaderValue>)>;
+/// Why a request was not accepted.
+struct Refused {
+    error: ApiError,
+    /// The request's `Origin` is not a connected website of the organization it names.
+    /// The answer then never echoes that origin: a page of another organization's
+    /// website must not read another organization's answers.
+    foreign_origin: bool,
+}
 
-async fn accept(state: &Ingest, request: Request) -> Accepted {
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused {
+            error,
+            foreign_origin: false,
+        }
+    }
+}
+
+/// Validates, checks and publishes one event; the accepted event's id.
+async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
     let ip = client_ip(&request, &state.settings.trusted_proxies);
     state
         .limits
         .check_ip(ip)
-        .map_err(|wait| (ApiError::rate_limited(wait, "client"), None))?;
+        .map_err(|wait| ApiError::rate_limited(wait, "client"))?;
 
     let (parts, body) = request.into_parts();
-    check_content_type(&parts.headers).map_err(|e| (e, None))?;
+    check_content_type(&parts.headers)?;
     let bytes = tokio::time::timeout(
         state.settings.request_timeout,
         read_body(body, &parts.headers, state.settings.body_limit),
     )
     .await
     .map_err(|_| {
-        let error = ApiError::new(
+        ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "the request body was not received in time; send it again",
-        );
-        (error, None)
-    })?
-    .map_err(|e| (e, None))?;
-    let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(|r| (r.into(), None))?;
+        )
+    })??;
+    let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(ApiError::from)?;
 
     if !state.organizations.is_loaded() {
-        return Err((ApiError::settings_loading().event_id(&event.event_id), None));
+        return Err(ApiError::settings_loading().event_id(&event.event_id).into());
     }
     let org = state.organizations.get(&event.organization_id).ok_or_else(|| {
-        let error = ApiError::new(
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_organization",
             format!("organization {:?} is not known here", event.organization_id),
-        );
-        (error.field("organization_id"), None)
+        )
+        .field("organization_id")
     })?;
+    let origin = parts.headers.get(header::ORIGIN);
+    let foreign_origin = origin.is_some_and(|origin| !origin_host(origin).is_some_and(|host| org.is_connected(&host)));
     let not_connected = |field: Option<&str>, what: String| {
         state
             .metrics
@@ -258,55 +281,48 @@ async fn accept(state: &Ingest, request: Request) -> Accepted {
                 event.organization_id
             ),
         );
-        (
-            ApiError {
+        Refused {
+            error: ApiError {
                 field: field.map(str::to_string),
                 ..error
             },
-            None,
-        )
+            foreign_origin,
+        }
     };
     let page_host =
-        schemas::validation::http_url("page.url", &event.page.url).map_err(|e| (Rejection::from(e).into(), None))?;
+        schemas::validation::http_url("page.url", &event.page.url).map_err(|e| ApiError::from(Rejection::from(e)))?;
     if !org.is_connected(&page_host) {
         return Err(not_connected(Some("page.url"), format!("the page host {page_host:?}")));
     }
-    let origin = match parts.headers.get(header::ORIGIN) {
-        None => None,
-        Some(origin) => match origin_host(origin) {
-            Some(host) if org.is_connected(&host) => Some(origin.clone()),
-            _ => {
-                return Err(not_connected(
-                    None,
-                    format!("the Origin {:?}", origin.to_str().unwrap_or("?")),
-                ));
-            }
-        },
-    };
+    if let Some(origin) = origin
+        && foreign_origin
+    {
+        return Err(not_connected(
+            None,
+            format!("the Origin {:?}", origin.to_str().unwrap_or("?")),
+        ));
+    }
 
     let own = org.rate_limit.map(|(per_second, burst)| Rate { per_second, burst });
     state
         .limits
         .check_org(&event.organization_id, own)
-        .map_err(|wait| (ApiError::rate_limited(wait, "organization"), origin.clone()))?;
+        .map_err(|wait| ApiError::rate_limited(wait, "organization"))?;
 
     let key = schemas::keys::org_customer(&event.organization_id, &event.customer_id);
     let value = schemas::encode(&event).map_err(|e| {
         // Validation guarantees an encodable event; if not, it is our defect, not the client's.
         tracing::error!(error = %e, "a validated event did not encode");
-        (
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the event could not be stored",
-            ),
-            origin.clone(),
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the event could not be stored",
         )
     })?;
     publish(state, &key, &value)
         .await
-        .map_err(|e| (e.event_id(&event.event_id), origin.clone()))?;
-    Ok((event.event_id, origin))
+        .map_err(|e| e.event_id(&event.event_id))?;
+    Ok(event.event_id)
 }
 
 /// Hands the event to the producer and waits for the broker's acknowledgement (acks=all);
@@ -400,9 +416,15 @@ fn origin_host(origin: &HeaderValue) -> Option<String> {
     url.host_str().map(str::to_ascii_lowercase)
 }
 
+/// Lets the page at `origin` read the answer, `Retry-After` included (a script sees only
+/// CORS-safelisted headers unless told otherwise, and it needs this one to back off).
 fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
     if let Some(origin) = origin {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
     }
 }
 
@@ -673,6 +695,7 @@ mod tests {
         );
         assert_eq!(headers[header::RETRY_AFTER], "5");
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example.com");
+        assert_eq!(headers[header::ACCESS_CONTROL_EXPOSE_HEADERS], "Retry-After");
     }
 
     #[tokio::test]
@@ -719,6 +742,74 @@ mod tests {
             uuid::Uuid::parse_str(reply["event_id"].as_str().unwrap()).is_ok(),
             "{reply}"
         );
+    }
+
+    fn with_origin(mut request: HttpRequest<Body>, origin: &'static str) -> HttpRequest<Body> {
+        request
+            .headers_mut()
+            .insert(header::ORIGIN, HeaderValue::from_static(origin));
+        request
+    }
+
+    #[tokio::test]
+    async fn a_connected_origin_can_read_answers_given_before_the_organization_is_known() {
+        let state = state(Rate {
+            per_second: 1,
+            burst: 3,
+        });
+        let origin = "https://shop.example.com";
+        let mut invalid = event();
+        invalid["data"]["cart_lines"][0]["quantity"] = json!(0);
+        let mut unknown = event();
+        unknown["organization_id"] = json!("org_nobody");
+        let text = HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        for (request, status) in [
+            (text, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (post(&invalid), StatusCode::UNPROCESSABLE_ENTITY),
+            (post(&unknown), StatusCode::UNPROCESSABLE_ENTITY),
+            (post(&unknown), StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            let (got, headers, body) = answer(router(Arc::clone(&state)), with_origin(request, origin)).await;
+            assert_eq!(got, status, "{body}");
+            assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], origin, "{body}");
+            assert_eq!(headers[header::ACCESS_CONTROL_EXPOSE_HEADERS], "Retry-After");
+            assert_eq!(headers[header::VARY], "Origin");
+        }
+    }
+
+    #[tokio::test]
+    async fn another_organizations_website_cannot_read_the_refusal_of_its_origin() {
+        let state = state(generous());
+        state.organizations.insert(
+            "org_other",
+            OrgSettings {
+                websites: vec!["other-shop.example.net".into()],
+                rate_limit: None,
+            },
+        );
+        let request = with_origin(post(&event()), "https://other-shop.example.net");
+        let (status, headers, body) = answer(router(Arc::clone(&state)), request).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("website_not_connected"))
+        );
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        assert!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+        assert_eq!(headers[header::VARY], "Origin");
+
+        // The organization's own website may read why its page URL was refused.
+        let mut elsewhere = event();
+        elsewhere["page"]["url"] = json!("https://other-shop.example.net/p/crew");
+        let request = with_origin(post(&elsewhere), "https://shop.example.com");
+        let (status, headers, body) = answer(router(state), request).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("page.url"))
+        );
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example.com");
     }
 
     #[tokio::test]
