@@ -389,14 +389,17 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-/// address in `X-Forwarded-For` that is not a trusted proxy.
+/// address in `X-Forwarded-For` that is not a trusted proxy. IPv4-mapped IPv6 addresses
+/// (a dual-stack listener's view of IPv4 peers) are read as the IPv4 addresses they are,
+/// so a proxy or client is recognized however its address is written.
 fn client_ip(request: &Request, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    if !trusted.contains(&peer) {
+    if !is_trusted(&peer) {
         return peer;
     }
     request
@@ -406,8 +409,9 @@ fn client_ip(request: &Request, trusted: &[IpAddr]) -> IpAddr {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .rev()
-        .find(|ip| !trusted.contains(ip))
+        .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
 }
 
@@ -921,5 +925,29 @@ mod tests {
         assert_eq!(client_ip(&request, &[proxy]), "203.0.113.7".parse::<IpAddr>().unwrap());
         // From an untrusted peer the header is ignored: anyone could write it.
         assert_eq!(client_ip(&request, &[]), proxy);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_read_as_ipv4() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let request = |peer: &str, forwarded: &str| {
+            let mut request = HttpRequest::post("/v1/events")
+                .header("x-forwarded-for", forwarded)
+                .body(Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(ip(peer), 4000)));
+            request
+        };
+        // A proxy configured as 10.0.0.1, seen by a dual-stack listener as ::ffff:10.0.0.1.
+        let r = request("::ffff:10.0.0.1", "::ffff:203.0.113.7, ::ffff:10.0.0.1");
+        assert_eq!(client_ip(&r, &[ip("10.0.0.1")]), ip("203.0.113.7"));
+        // And the other way round.
+        let r = request("10.0.0.1", "203.0.113.7");
+        assert_eq!(client_ip(&r, &[ip("::ffff:10.0.0.1")]), ip("203.0.113.7"));
+        // An untrusted mapped peer is its IPv4 address.
+        let r = request("::ffff:198.51.100.9", "203.0.113.7");
+        assert_eq!(client_ip(&r, &[ip("10.0.0.1")]), ip("198.51.100.9"));
     }
 }

@@ -70,7 +70,7 @@ pub struct Config {
     #[arg(long, env = "INGEST_ORG_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub org_burst: u32,
 
-    /// Events per second one client IP may send.
+    /// Events per second one client IP may send; an IPv6 client is its whole /64.
     #[arg(long, env = "INGEST_IP_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub ip_rate: u32,
 

@@ -1,8 +1,12 @@
 //! Rate limits per client IP and per organization (governor's GCRA limiters). An
 //! organization's own limit from its settings overrides the deployment default.
+//!
+//! An IPv6 client is limited by its /64 prefix: that is what one subscriber or host is
+//! usually given, and it can pick any address inside it, so limiting single addresses
+//! would let it rotate past the limit.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -45,7 +49,7 @@ impl RateLimits {
     /// `Err(wait)` when the client must wait before its next event is accepted.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Duration> {
         self.per_ip
-            .check_key(&ip)
+            .check_key(&client_key(ip))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
@@ -74,6 +78,15 @@ impl RateLimits {
     pub fn forget_idle_clients(&self) {
         self.per_ip.retain_recent();
         self.per_ip.shrink_to_fit();
+    }
+}
+
+/// The key a client IP is limited under: an IPv4 address (also when it arrives as an
+/// IPv4-mapped IPv6 one), or an IPv6 address's /64 prefix.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
     }
 }
 
@@ -139,6 +152,49 @@ mod tests {
                 )
                 .is_ok()
         );
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64_prefix() {
+        let limits = RateLimits::new(
+            Rate {
+                per_second: 1,
+                burst: 2,
+            },
+            Rate {
+                per_second: 100,
+                burst: 200,
+            },
+        );
+        // Rotating addresses within one /64 draws on one budget.
+        assert!(limits.check_ip(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8:1:2::abcd")).is_err());
+        // The neighbouring /64 is another client.
+        assert!(limits.check_ip(ip("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_ipv4_client() {
+        assert_eq!(client_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        let limits = RateLimits::new(
+            Rate {
+                per_second: 1,
+                burst: 1,
+            },
+            Rate {
+                per_second: 100,
+                burst: 200,
+            },
+        );
+        assert!(limits.check_ip(ip("203.0.113.7")).is_ok());
+        assert!(limits.check_ip(ip("::ffff:203.0.113.7")).is_err());
     }
 
     #[test]
