@@ -907,6 +907,7 @@ mod tests {
             "not_found",
             "method_not_allowed",
             "request_timeout",
+            "internal_error",
         ] {
             assert!(codes.contains(code), "{code} missing from {codes}");
         }

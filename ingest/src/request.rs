@@ -5,7 +5,7 @@
 
 use rust_decimal::Decimal;
 use schemas::records::{CartLine, CartProduct, EventName, LineItem, Order, Page, SalesChannel, WidgetEvent};
-use schemas::validation::{FieldErrorKind, validate_widget_event};
+use schemas::validation::{FieldError, FieldErrorKind, validate_widget_event};
 use schemas::values::{Money, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -85,9 +85,19 @@ pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, R
             ));
         }
     };
+    // Positions in the request of the discounts the record keeps.
+    let mut kept_discounts = Vec::new();
     let (order, cart_lines) = match name {
         EventName::StoreOrderWasCreated => {
             let data: OrderData = from_json(envelope.data.get().as_bytes(), "data")?;
+            kept_discounts = data
+                .order
+                .discounts
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.code.is_some())
+                .map(|(i, _)| i)
+                .collect();
             (Some(data.order.into()), Vec::new())
         }
         EventName::StoreProductAddedToCart | EventName::StoreProductRemovedFromCart => {
@@ -127,8 +137,21 @@ pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, R
         order,
         cart_lines,
     };
-    validate_widget_event(&event)?;
+    validate_widget_event(&event).map_err(|e| renumber_discounts(e, &kept_discounts))?;
     Ok(event)
+}
+
+/// A discount without a code is left out of the record, so the record's discount `i` is
+/// the request's discount `kept[i]`; an error names the one in the request.
+fn renumber_discounts(mut error: FieldError, kept: &[usize]) -> FieldError {
+    const PREFIX: &str = "data.order.discounts[";
+    if let Some(rest) = error.field.strip_prefix(PREFIX)
+        && let Some((index, tail)) = rest.split_once(']')
+        && let Some(position) = index.parse::<usize>().ok().and_then(|i| kept.get(i))
+    {
+        error.field = format!("{PREFIX}{position}]{tail}");
+    }
+    error
 }
 
 /// One UUID has many spellings (upper case, braces, no hyphens, `urn:uuid:`); downstream
@@ -243,7 +266,9 @@ struct SalesChannelIn {
 
 #[derive(Deserialize)]
 struct DiscountIn {
-    code: String,
+    /// Optional: some platforms report automatic discounts without a code. Such a
+    /// discount has nothing to keep, since the record holds only codes.
+    code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -296,7 +321,7 @@ impl From<OrderIn> for Order {
                 id: c.id.map(|i| i.0),
                 name: c.name,
             }),
-            discount_codes: o.discounts.into_iter().map(|d| d.code).collect(),
+            discount_codes: o.discounts.into_iter().filter_map(|d| d.code).collect(),
             line_items: o
                 .line_items
                 .into_iter()
@@ -504,6 +529,20 @@ mod tests {
         let mut body = order_body();
         body["event_id"] = json!("not-a-uuid");
         assert_eq!(rejection(&body), (RejectCode::InvalidField, Some("event_id".into())));
+    }
+
+    #[test]
+    fn a_discount_without_a_code_is_accepted_and_left_out() {
+        let mut body = order_body();
+        body["data"]["order"]["discounts"] = json!([{}, { "code": "SPRING10" }, { "code": null }]);
+        let order = parse(&body).unwrap().order.unwrap();
+        assert_eq!(order.discount_codes, ["SPRING10"]);
+        // An error still names the discount as the request numbers it.
+        body["data"]["order"]["discounts"] = json!([{}, { "code": " " }]);
+        assert_eq!(
+            rejection(&body),
+            (RejectCode::InvalidField, Some("data.order.discounts[1].code".into()))
+        );
     }
 
     #[test]
