@@ -68,6 +68,8 @@ pub struct RuntimeMetrics {
     pub dead_letters: Counter,
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
+    /// Duration of the latest restore.
+    pub last_restore_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub store_keys: Gauge,
     pub store_bytes: Gauge,
 }
@@ -81,6 +83,7 @@ impl RuntimeMetrics {
             dead_letters: Counter::default(),
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            last_restore_seconds: Gauge::default(),
             store_keys: Gauge::default(),
             store_bytes: Gauge::default(),
         };
@@ -420,6 +423,7 @@ impl Core {
         }
         self.metrics.restored_records.inc_by(restored);
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.last_restore_seconds.set(started.elapsed().as_secs_f64());
         self.update_store_gauges();
         tracing::info!(partitions = ?partitions, restored, seconds = started.elapsed().as_secs_f64(), "tasks restored");
         Ok(())

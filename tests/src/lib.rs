@@ -8,6 +8,7 @@
 
 pub mod counting;
 pub mod fuzz;
+pub mod joining;
 
 use std::time::Duration;
 

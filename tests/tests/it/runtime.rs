@@ -362,3 +362,101 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
     shutdown.trigger();
     tokio::time::timeout(TIMEOUT, worker).await.unwrap().unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_task_joins_co_partitioned_inputs_repartitions_and_fires_timers_on_idle_input() {
+    use sales_tests::joining::{JOINED, Joining, REMINDERS, STREAM, TABLE};
+
+    let env = TestEnv::new().await;
+    env.create_topics().await;
+    let prefix = env.kafka.topic_prefix.clone();
+    let retention = Cleanup::Delete {
+        retention: Duration::from_secs(86_400),
+    };
+    let wanted: Vec<WantedTopic> = [TABLE, STREAM, JOINED, REMINDERS]
+        .iter()
+        .map(|t| WantedTopic {
+            name: format!("{prefix}{t}"),
+            partitions: TEST_PARTITIONS,
+            cleanup: retention,
+        })
+        .collect();
+    ensure(&env.kafka, &wanted, 1).await.unwrap();
+
+    let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
+    for (customer, name) in [("c1", "Ana"), ("c2", "Bo"), ("c3", "Cy")] {
+        let topic = format!("{prefix}{TABLE}");
+        producer
+            .send(FutureRecord::to(&topic).key(customer).payload(name), TIMEOUT)
+            .await
+            .unwrap();
+    }
+    let shutdown = Shutdown::new();
+    let config = WorkerConfig {
+        kafka: env.kafka.clone(),
+        processing: ProcessingArgs {
+            commit_interval: Duration::from_millis(50),
+            commit_max_records: 1000,
+        },
+        worker_id: "w1".into(),
+        // No more input after the orders: the wall clock moves the timers.
+        idle_advance: Duration::from_secs(1),
+    };
+    let app = Arc::new(Joining {
+        id: env.unique_id("join"),
+        prefix: prefix.clone(),
+    });
+    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let worker = tokio::spawn(kafka_runtime::worker::run(
+        app,
+        config,
+        metrics.clone(),
+        Readiness::default().check("state"),
+        shutdown.clone(),
+    ));
+    // The runtime hands records over in arrival order, not merged by time across
+    // inputs; so the orders are sent once the table is in the store.
+    sales_tests::eventually("the table to be read", TIMEOUT, || async {
+        (metrics.records.get() >= 3).then_some(())
+    })
+    .await;
+    for (customer, order) in [("c1", "o-1"), ("c2", "o-2"), ("c3", "o-3"), ("c1", "o-4")] {
+        let topic = format!("{prefix}{STREAM}");
+        producer
+            .send(FutureRecord::to(&topic).key(customer).payload(order), TIMEOUT)
+            .await
+            .unwrap();
+    }
+
+    let read = |topic: String, n: usize| {
+        let consumer = env.consumer(&topic, "read_committed");
+        async move {
+            let mut records = Vec::new();
+            while records.len() < n {
+                let message = tokio::time::timeout(TIMEOUT, consumer.recv()).await.unwrap().unwrap();
+                let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+                records.push((text(message.key()), text(message.payload())));
+            }
+            records.sort();
+            records
+        }
+    };
+    // The table and the stream of one customer meet in one task, whichever topic a
+    // record came from; the result is keyed by order id.
+    let joined = read(format!("{prefix}{JOINED}"), 4).await;
+    assert_eq!(
+        joined,
+        [
+            ("o-1".into(), "c1:Ana".into()),
+            ("o-2".into(), "c2:Bo".into()),
+            ("o-3".into(), "c3:Cy".into()),
+            ("o-4".into(), "c1:Ana".into())
+        ]
+    );
+    let reminders = read(format!("{prefix}{REMINDERS}"), 4).await;
+    assert_eq!(reminders.len(), 4, "{reminders:?}");
+    assert!(reminders.contains(&("c1".into(), "o-4".into())));
+
+    shutdown.trigger();
+    tokio::time::timeout(TIMEOUT, worker).await.unwrap().unwrap().unwrap();
+}
