@@ -448,12 +448,10 @@ impl Core {
         };
         let event_time = self.app.event_time(&record);
         let Some(task) = self.tasks.get_mut(&record.partition) else {
-            // Not restored yet (cannot happen: restore runs before processing); leave the
-            // offset uncommitted so the record is read again.
-            return Err(Error::Task(format!(
-                "record of partition {} without its task",
-                record.partition
-            )));
+            // A record fetched for a partition this worker no longer owns: its offset is
+            // not recorded, so its owner reads it again.
+            tracing::debug!(partition = record.partition, "record of a partition without a task skipped");
+            return Ok(());
         };
         if let Some(at) = event_time {
             task.stream_time = task.stream_time.max(at);
