@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::limits::{Rate, RateLimits, retry_after_seconds};
 use crate::metrics::{IngestMetrics, OrganizationLabel, RequestLabels};
-use crate::request::{Rejection, parse_event};
+use crate::request::{ParsedEvent, Rejection, parse_event_with_host};
 use crate::settings::Organizations;
 
 /// The OpenAPI 3 description of this API, served at `GET /v1/openapi.json`.
@@ -250,7 +250,8 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
             "the request body was not received in time; send it again",
         )
     })??;
-    let event = parse_event(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(ApiError::from)?;
+    let ParsedEvent { event, page_host } =
+        parse_event_with_host(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(ApiError::from)?;
 
     if !state.organizations.is_loaded() {
         return Err(ApiError::settings_loading().event_id(&event.event_id).into());
@@ -289,8 +290,6 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
             foreign_origin,
         }
     };
-    let page_host =
-        schemas::validation::http_url("page.url", &event.page.url).map_err(|e| ApiError::from(Rejection::from(e)))?;
     if !org.is_connected(&page_host) {
         return Err(not_connected(Some("page.url"), format!("the page host {page_host:?}")));
     }

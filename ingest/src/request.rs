@@ -59,9 +59,23 @@ impl Rejection {
     }
 }
 
+/// A posted event that passed every rule of the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedEvent {
+    pub event: WidgetEvent,
+    /// The host of `page.url`, lower case.
+    pub page_host: String,
+}
+
 /// Parses and validates one posted event. `event_id` is assigned when absent;
 /// `received_at` is the caller's clock, the event's time for every window downstream.
 pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, Rejection> {
+    parse_event_with_host(body, received_at).map(|parsed| parsed.event)
+}
+
+/// [`parse_event`], also giving the page host that validation has already read out of
+/// `page.url`, so that the caller need not parse the URL again.
+pub fn parse_event_with_host(body: &[u8], received_at: Timestamp) -> Result<ParsedEvent, Rejection> {
     // serde would also read a struct from a JSON array, by position; the API takes objects.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Rejection::new(
@@ -137,8 +151,8 @@ pub fn parse_event(body: &[u8], received_at: Timestamp) -> Result<WidgetEvent, R
         order,
         cart_lines,
     };
-    validate_widget_event(&event).map_err(|e| renumber_discounts(e, &kept_discounts))?;
-    Ok(event)
+    let page_host = validate_widget_event(&event).map_err(|e| renumber_discounts(e, &kept_discounts))?;
+    Ok(ParsedEvent { event, page_host })
 }
 
 /// A discount without a code is left out of the record, so the record's discount `i` is
@@ -543,6 +557,14 @@ mod tests {
             rejection(&body),
             (RejectCode::InvalidField, Some("data.order.discounts[1].code".into()))
         );
+    }
+
+    #[test]
+    fn the_page_host_comes_with_the_event() {
+        let mut body = cart_body();
+        body["page"]["url"] = json!("https://Shop.Example.com/p/crew");
+        let parsed = parse_event_with_host(body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(parsed.page_host, "shop.example.com");
     }
 
     #[test]

@@ -28,22 +28,14 @@ pub struct OrgSettings {
 
 impl OrgSettings {
     pub fn from_record(record: &OrganizationSettings) -> Self {
-        let rate = record
-            .rate_limit_per_second
-            .and_then(|r| u32::try_from(r).ok())
-            .filter(|r| *r > 0);
-        let burst = record
-            .rate_limit_burst
-            .and_then(|b| u32::try_from(b).ok())
-            .filter(|b| *b > 0);
         OrgSettings {
+            // salesctl writes them normalized; other writers may not have.
             websites: record
                 .websites
                 .iter()
-                .map(|w| w.trim().trim_end_matches('.').to_ascii_lowercase())
+                .map(|w| schemas::validation::normalize_host(w))
                 .collect(),
-            // The design's default burst is twice the rate.
-            rate_limit: rate.map(|r| (r, burst.unwrap_or(r.saturating_mul(2)))),
+            rate_limit: record.rate_limit(),
         }
     }
 
@@ -231,12 +223,12 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_without_burst_gets_twice_the_rate() {
+    fn websites_of_a_record_are_normalized() {
         let mut record = OrganizationSettings::sample();
-        record.rate_limit_burst = None;
-        assert_eq!(OrgSettings::from_record(&record).rate_limit, Some((150, 300)));
-        record.rate_limit_per_second = None;
-        assert_eq!(OrgSettings::from_record(&record).rate_limit, None);
+        record.websites = vec![" Shop.Example.com. ".into()];
+        let settings = OrgSettings::from_record(&record);
+        assert_eq!(settings.websites, ["shop.example.com"]);
+        assert_eq!(settings.rate_limit, Some((150, 300)));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn settings(args: &PutArgs) -> anyhow::Result<OrganizationSettings> {
     schemas::validation::organization_id("--id", &args.id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut websites = Vec::new();
     for website in &args.websites {
-        websites.push(website_host(website)?);
+        websites.push(schemas::validation::website_host("--website", website).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     if args.timezone.parse::<chrono_tz::Tz>().is_err() {
         bail!(
@@ -68,25 +68,6 @@ pub fn settings(args: &PutArgs) -> anyhow::Result<OrganizationSettings> {
         rate_limit_burst: args.burst,
         updated_at: Some(Timestamp::from_datetime(chrono::Utc::now())),
     })
-}
-
-/// A website as the host ingest compares page hosts with: lower case, no scheme, path
-/// or port.
-fn website_host(website: &str) -> anyhow::Result<String> {
-    let host = website.trim().trim_end_matches('.').to_ascii_lowercase();
-    if host.contains("://") || host.contains('/') || host.contains(':') {
-        bail!("--website {website:?}: give the host only, such as shop.example.com");
-    }
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-    };
-    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
-        bail!("--website {website:?} is not a host name");
-    }
-    Ok(host)
 }
 
 pub async fn run(kafka: &KafkaArgs, command: OrgCommand) -> anyhow::Result<()> {
@@ -115,10 +96,9 @@ pub async fn run(kafka: &KafkaArgs, command: OrgCommand) -> anyhow::Result<()> {
                 settings.organization_id,
                 settings.websites.join(", "),
                 settings.timezone,
-                match (settings.rate_limit_per_second, settings.rate_limit_burst) {
-                    (Some(rate), Some(burst)) => format!("{rate}/s burst {burst}"),
-                    (Some(rate), None) => format!("{rate}/s burst {}", rate.saturating_mul(2)),
-                    _ => "the deployment default".to_string(),
+                match settings.rate_limit() {
+                    Some((rate, burst)) => format!("{rate}/s burst {burst}"),
+                    None => "the deployment default".to_string(),
                 },
                 delivery.partition,
                 delivery.offset

@@ -53,23 +53,25 @@ pub const MAX_TEXT_LEN: usize = 1024;
 pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_LINES: usize = 500;
 
-/// Checks a widget event against every rule of the API.
-pub fn validate_widget_event(event: &WidgetEvent) -> Check {
+/// Checks a widget event against every rule of the API. Returns the host of
+/// `page.url` (lower case), which ingest then checks against the connected websites.
+pub fn validate_widget_event(event: &WidgetEvent) -> Result<String, FieldError> {
     organization_id("organization_id", &event.organization_id)?;
     customer_id("customer_id", &event.customer_id)?;
     uuid("event_id", &event.event_id)?;
-    http_url("page.url", &event.page.url)?;
+    let page_host = http_url("page.url", &event.page.url)?;
     optional_text("page.title", event.page.title.as_deref())?;
     optional_text("page.referrer", event.page.referrer.as_deref())?;
     match event.name {
         EventName::StoreOrderWasCreated => {
             let order = event.order.as_ref().ok_or_else(|| FieldError::missing("data.order"))?;
-            validate_order("data.order", order)
+            validate_order("data.order", order)?;
         }
         EventName::StoreProductAddedToCart | EventName::StoreProductRemovedFromCart => {
-            lines("data.cart_lines", &event.cart_lines, validate_cart_line)
+            lines("data.cart_lines", &event.cart_lines, validate_cart_line)?;
         }
     }
+    Ok(page_host)
 }
 
 /// `organization_id`: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -124,6 +126,38 @@ pub fn http_url(field: &str, value: &str) -> Result<String, FieldError> {
         .filter(|h| !h.is_empty())
         .map(str::to_ascii_lowercase)
         .ok_or_else(|| FieldError::invalid(field, "must have a host"))
+}
+
+/// A host as connected websites are kept and compared: no surrounding spaces, no
+/// trailing dot (`shop.example.com.` is the same host), lower case.
+pub fn normalize_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A connected website as an operator gives it: a host name such as shop.example.com
+/// (its subdomains are connected with it), returned normalized. A URL, a port or a path
+/// is refused with a hint.
+pub fn website_host(field: &str, website: &str) -> Result<String, FieldError> {
+    let host = normalize_host(website);
+    if host.contains("://") || host.contains('/') || host.contains(':') {
+        return Err(FieldError::invalid(
+            field,
+            format!("{website:?}: give the host only, such as shop.example.com"),
+        ));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err(FieldError::invalid(
+            field,
+            format!("{website:?} is not a host name; give one such as shop.example.com"),
+        ));
+    }
+    Ok(host)
 }
 
 fn optional_url(field: &str, value: Option<&str>) -> Check {
@@ -275,7 +309,10 @@ mod tests {
 
     #[test]
     fn the_sample_order_event_is_valid() {
-        assert_eq!(validate_widget_event(&order_event()), Ok(()));
+        assert_eq!(
+            validate_widget_event(&order_event()),
+            Ok("shop.example.com".to_string())
+        );
     }
 
     #[test]
@@ -346,6 +383,27 @@ mod tests {
         assert!(customer_id("c", "a\u{7}b").is_err());
         assert!(customer_id("c", &"é".repeat(128)).is_ok());
         assert!(customer_id("c", &"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn website_hosts_are_normalized() {
+        assert_eq!(website_host("w", " Shop.Example.com. ").unwrap(), "shop.example.com");
+        assert_eq!(normalize_host("Shop.Example.COM."), "shop.example.com");
+    }
+
+    #[test]
+    fn a_website_that_is_no_host_name_is_refused_with_a_hint() {
+        for bad in [
+            "https://shop.example.com",
+            "shop.example.com/path",
+            "shop.example.com:8080",
+        ] {
+            let err = website_host("--website", bad).unwrap_err();
+            assert!(err.to_string().contains("host only"), "{err}");
+        }
+        for bad in ["", "shop..example.com", "-shop.example.com", "shop_1.example.com"] {
+            assert!(website_host("--website", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

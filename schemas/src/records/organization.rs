@@ -16,3 +16,42 @@ pub struct OrganizationSettings {
     pub rate_limit_burst: Option<i32>,
     pub updated_at: Option<Timestamp>,
 }
+
+impl OrganizationSettings {
+    /// The organization's own rate limit as (events per second, burst), or `None` for the
+    /// deployment default. A burst left unset is twice the rate; values that are not
+    /// positive count as unset.
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        let positive = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+        let rate = positive(self.rate_limit_per_second)?;
+        Some((rate, positive(self.rate_limit_burst).unwrap_or(rate.saturating_mul(2))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples::Sample;
+
+    #[test]
+    fn a_rate_without_burst_gets_twice_the_rate() {
+        let mut settings = OrganizationSettings::sample();
+        assert_eq!(settings.rate_limit(), Some((150, 300)));
+        settings.rate_limit_burst = None;
+        assert_eq!(settings.rate_limit(), Some((150, 300)));
+        settings.rate_limit_burst = Some(0);
+        assert_eq!(settings.rate_limit(), Some((150, 300)));
+        settings.rate_limit_per_second = Some(2_000_000_000);
+        settings.rate_limit_burst = None;
+        assert_eq!(settings.rate_limit(), Some((2_000_000_000, 4_000_000_000)));
+    }
+
+    #[test]
+    fn no_positive_rate_means_the_deployment_default() {
+        let mut settings = OrganizationSettings::sample();
+        settings.rate_limit_per_second = None;
+        assert_eq!(settings.rate_limit(), None);
+        settings.rate_limit_per_second = Some(-5);
+        assert_eq!(settings.rate_limit(), None);
+    }
+}
