@@ -38,6 +38,9 @@ pub enum DecimalError {
 }
 
 impl<const SCALE: u32> ScaledDecimal<SCALE> {
+    /// Fraction digits of this type, which its schemas' `decimal` must declare.
+    pub const SCALE: u32 = SCALE;
+
     /// Checks that `value` fits this decimal type exactly (no rounding, ever).
     pub fn new(value: Decimal) -> Result<Self, DecimalError> {
         Self(value).unscaled().map(|_| Self(value))

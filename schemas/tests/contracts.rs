@@ -11,6 +11,7 @@ use apache_avro::types::Value;
 use schemas::codec::{self, NAMESPACE, SchemaVersion};
 use schemas::records::*;
 use schemas::samples::Sample;
+use schemas::values::{DECIMAL_PRECISION, Money, Seconds};
 use schemas::{Record, decode, encode, every_record};
 
 fn crate_dir() -> PathBuf {
@@ -114,12 +115,36 @@ fn drift(value: &Value, schema: &Schema, names: &NamesRef<'_>, path: &str, probl
                 problems.push(format!("{path}: variant {symbol} is not a symbol of {}", e.name.name()));
             }
         }
-        (Value::Bytes(_), Schema::Decimal(_) | Schema::Bytes)
+        (Value::Bytes(_), Schema::Decimal(decimal)) => {
+            // The bytes are an unscaled integer: read at another scale than the Rust type
+            // writes, every amount would be off by powers of ten, silently.
+            let scale = decimal_scale_of(path);
+            if decimal.scale != scale as usize || decimal.precision != DECIMAL_PRECISION as usize {
+                problems.push(format!(
+                    "{path}: the schema's decimal has precision {} and scale {}, the Rust type writes precision {DECIMAL_PRECISION} and scale {scale}",
+                    decimal.precision, decimal.scale
+                ));
+            }
+        }
+        (Value::Bytes(_), Schema::Bytes)
         | (Value::Long(_), Schema::TimestampMicros | Schema::Long)
         | (Value::Int(_), Schema::Int)
         | (Value::String(_), Schema::String)
         | (Value::Boolean(_), Schema::Boolean) => {}
         (value, schema) => problems.push(format!("{path}: Rust value {value:?} does not fit {schema:?}")),
+    }
+}
+
+/// The scale of the Rust decimal type a field has. Serialized, a `Money` and a `Seconds`
+/// are the same bytes, so the type is told by the field's name: durations in seconds are
+/// named `*_seconds` and are `Seconds`; every other decimal is `Money`.
+fn decimal_scale_of(path: &str) -> u32 {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let field = field.split('[').next().unwrap_or(field);
+    if field.ends_with("_seconds") {
+        Seconds::SCALE
+    } else {
+        Money::SCALE
     }
 }
 
@@ -159,6 +184,37 @@ fn the_drift_check_catches_a_field_the_schema_lacks() {
     let mut problems = Vec::new();
     drift(&value, version.schema, resolved.get_names(), "SeenEvent", &mut problems);
     assert_eq!(problems, ["SeenEvent.extra: in the Rust type but not in the schema"]);
+}
+
+#[test]
+fn the_drift_check_catches_a_decimal_of_another_scale() {
+    let decimal = |scale: u32, precision: u32| serde_json::json!({ "type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale });
+    let schema = Schema::parse(&serde_json::json!({
+        "type": "record",
+        "name": "Totals",
+        "fields": [
+            { "name": "revenue", "type": decimal(Seconds::SCALE, DECIMAL_PRECISION) },
+            { "name": "average_time_to_order_seconds", "type": decimal(Money::SCALE, DECIMAL_PRECISION) },
+            { "name": "total", "type": decimal(Money::SCALE, 20) },
+            { "name": "tax", "type": decimal(Money::SCALE, DECIMAL_PRECISION) },
+        ]
+    }))
+    .unwrap();
+    let value = Value::Record(
+        ["revenue", "average_time_to_order_seconds", "total", "tax"]
+            .into_iter()
+            .map(|name| (name.to_string(), Value::Bytes(vec![1])))
+            .collect(),
+    );
+    let resolved = ResolvedSchema::try_from(&schema).unwrap();
+    let mut problems = Vec::new();
+    drift(&value, &schema, resolved.get_names(), "Totals", &mut problems);
+    let fields: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+    assert_eq!(
+        fields,
+        ["Totals.revenue", "Totals.average_time_to_order_seconds", "Totals.total"],
+        "{problems:#?}"
+    );
 }
 
 fn fixture_path(version: &SchemaVersion) -> PathBuf {
