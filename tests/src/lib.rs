@@ -190,7 +190,8 @@ impl HttpAnswer {
 }
 
 /// A minimal HTTP/1.0 request over a fresh connection: enough to drive the listeners
-/// exactly as a client on the network would.
+/// exactly as a client on the network would. A connection closed before any byte of an
+/// answer is an `UnexpectedEof` error.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -211,6 +212,14 @@ pub async fn http(
     stream.write_all(body).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
+    if response.is_empty() {
+        // Closed without a byte of answer, as a server does with a connection it accepted
+        // but never read from when it shuts down: no answer, not a malformed one.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection was closed without an answer",
+        ));
+    }
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let mut lines = head.lines();
