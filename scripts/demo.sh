@@ -52,12 +52,18 @@ stop_all() {
   return $failed
 }
 trap 'stop_all; exit 130' INT TERM
-trap 'stop_all' EXIT
+# A stage that did not stop cleanly fails the script, --check included.
+trap 'stop_all || exit 1' EXIT
 
 say "Starting every stage (logs in $LOG_DIR)"
 for stage in "${STAGES[@]}"; do
   name=${stage%%:*}
-  "$BIN/$name" >"$LOG_DIR/$name.log" 2>&1 &
+  # Its own session: a Ctrl-C in the terminal goes to the whole foreground process
+  # group, and a stage that got it would take the trap's SIGTERM as a second signal and
+  # exit at once instead of draining. This way only the script gets it, and stops each
+  # stage with one SIGTERM. (A background job of a script is no process group leader,
+  # so setsid execs the stage in place and $! is the stage's pid.)
+  setsid "$BIN/$name" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
   PIDS+=($!)
   echo "$name started (pid $!)"
 done
