@@ -7,7 +7,8 @@
 #   scripts/kafka-local.sh status   say whether a broker answers
 #
 # Settings (environment): KAFKA_LOCAL_PORT (9092), KAFKA_LOCAL_CONTROLLER_PORT (9093),
-# KAFKA_LOCAL_HEAP (768m), SALES_KAFKA_CACHE (where the jars are kept, outside the repo).
+# KAFKA_LOCAL_HEAP (768m), KAFKA_LOCAL_READY_TIMEOUT (90, seconds a start may take),
+# SALES_KAFKA_CACHE (where the jars are kept, outside the repo).
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1 # keep in step with scripts/kafka/pom.xml and the tests' container tag
@@ -28,11 +29,34 @@ die() { say "error: $*"; exit 1; }
 
 answers() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
+# The pid of the broker this script started for this port, if it still runs. A pid
+# file can outlive its broker (a reboot, a killed script) and its pid can be reused by
+# another process, so the process must also be a Kafka broker run from this run dir:
+# otherwise stop would kill a stranger and start would take it for the broker.
 our_pid() {
   [[ -f $PID_FILE ]] || return 1
-  local pid
+  local pid cmdline
   pid=$(<"$PID_FILE")
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  if [[ -r /proc/$pid/cmdline ]]; then
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline")
+  else
+    cmdline=$(ps -o args= -p "$pid" 2>/dev/null) || return 1
+  fi
+  [[ $cmdline == *" kafka.Kafka "* && $cmdline == *"$RUN_DIR/"* ]] || return 1
+  echo "$pid"
+}
+
+# Stops a process with SIGTERM, then SIGKILL if it is still there after $2 seconds.
+terminate() {
+  local pid=$1 seconds=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 $((seconds * 5))); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  say "pid $pid did not stop within ${seconds}s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
 }
 
 require_tools() {
@@ -130,6 +154,7 @@ start() {
   echo "$pid" >"$PID_FILE"
   while true; do
     if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$PID_FILE"
       tail -n 40 "$RUN_DIR/logs/console.log" "$RUN_DIR/logs/server.log" >&2 2>/dev/null || true
       die "the broker exited during start-up (logs above, in $RUN_DIR/logs)"
     fi
@@ -137,7 +162,10 @@ start() {
       break
     fi
     if (( SECONDS - started > READY_TIMEOUT )); then
-      die "the broker did not become ready within ${READY_TIMEOUT}s (logs in $RUN_DIR/logs)"
+      # Not left running half-started: the next start would take it for a broker.
+      terminate "$pid" 10
+      rm -f "$PID_FILE"
+      die "the broker did not become ready within ${READY_TIMEOUT}s and was stopped (logs in $RUN_DIR/logs); a slow machine may need KAFKA_LOCAL_READY_TIMEOUT set higher"
     fi
     sleep 0.2
   done
@@ -148,19 +176,17 @@ start() {
 stop() {
   local pid
   if ! pid=$(our_pid); then
+    if answers "$PORT"; then
+      # Someone else's broker, or ours with a pid file that no longer names it: its
+      # data may be in use, so it is left alone (a start wipes it anyway).
+      say "a broker not started by this script answers on $HOST:$PORT; not stopping it, and leaving $RUN_DIR alone"
+      return 0
+    fi
     say "no broker started by this script is running on port $PORT"
     rm -rf "$RUN_DIR"
     return 0
   fi
-  kill -TERM "$pid"
-  for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "the broker did not stop within 30s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  terminate "$pid" 30
   rm -rf "$RUN_DIR"
   say "stopped (pid $pid) and deleted its data"
 }
