@@ -315,7 +315,7 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            "the event could not be stored",
+            "the event could not be stored because of a fault of this service; retry later with the same event_id",
         )
     })?;
     publish(state, &key, &value)
