@@ -262,3 +262,55 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A worker of the exactly-once runtime running inside this process.
+#[derive(Debug)]
+pub struct InProcessWorker {
+    pub metrics: kafka_runtime::worker::RuntimeMetrics,
+    pub readiness: kafka_runtime::admin::Readiness,
+    pub shutdown: kafka_runtime::shutdown::Shutdown,
+    task: tokio::task::JoinHandle<Result<(), kafka_runtime::Error>>,
+}
+
+impl InProcessWorker {
+    /// Starts worker `w1` of `app` (its restore is done once `readiness` says ready).
+    pub fn start(
+        kafka: &KafkaArgs,
+        app: std::sync::Arc<dyn kafka_runtime::task::Application>,
+        commit_interval: Duration,
+        idle_advance: Duration,
+    ) -> Self {
+        let metrics =
+            kafka_runtime::worker::RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
+        let readiness = kafka_runtime::admin::Readiness::default();
+        let shutdown = kafka_runtime::shutdown::Shutdown::new();
+        let config = kafka_runtime::worker::WorkerConfig {
+            kafka: kafka.clone(),
+            processing: kafka_runtime::config::ProcessingArgs {
+                commit_interval,
+                commit_max_records: 10_000,
+            },
+            worker_id: "w1".into(),
+            idle_advance,
+        };
+        let task = tokio::spawn(kafka_runtime::worker::run(
+            app,
+            config,
+            metrics.clone(),
+            readiness.check("state"),
+            shutdown.clone(),
+        ));
+        InProcessWorker {
+            metrics,
+            readiness,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the worker as SIGTERM would and returns how its run ended.
+    pub async fn stop(self) -> Result<(), kafka_runtime::Error> {
+        self.shutdown.trigger();
+        self.task.await.unwrap_or_else(|e| panic!("worker task failed: {e}"))
+    }
+}

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kafka_runtime::admin::Readiness;
-use kafka_runtime::config::{KafkaArgs, ProcessingArgs};
-use kafka_runtime::shutdown::Shutdown;
+use kafka_runtime::config::KafkaArgs;
 use kafka_runtime::task::{Application, Record, Reject, Task, TaskContext};
 use kafka_runtime::topic_admin::{WantedTopic, ensure, ensure_topics};
-use kafka_runtime::worker::{RuntimeMetrics, WorkerConfig, changelog_topic};
+use kafka_runtime::worker::changelog_topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sales_tests::InProcessWorker;
 use sales_tests::counting::{Counting, INPUT};
 use schemas::topics::Cleanup;
 
@@ -110,24 +109,8 @@ fn send_all(
 /// Runs `app` until it has processed `records`, then stops it (final commit included);
 /// returns the seconds from its first record to its stop.
 async fn measure(kafka: &KafkaArgs, app: Arc<dyn Application>, records: u64, commit_interval: Duration) -> f64 {
-    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let shutdown = Shutdown::new();
-    let config = WorkerConfig {
-        kafka: kafka.clone(),
-        processing: ProcessingArgs {
-            commit_interval,
-            commit_max_records: 10_000,
-        },
-        worker_id: "bench".into(),
-        idle_advance: Duration::from_secs(3600),
-    };
-    let worker = tokio::spawn(kafka_runtime::worker::run(
-        app,
-        config,
-        metrics.clone(),
-        Readiness::default().check("state"),
-        shutdown.clone(),
-    ));
+    let worker = InProcessWorker::start(kafka, app, commit_interval, Duration::from_secs(3600));
+    let metrics = worker.metrics.clone();
     while metrics.records.get() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -135,8 +118,7 @@ async fn measure(kafka: &KafkaArgs, app: Arc<dyn Application>, records: u64, com
     while metrics.records.get() < records {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    shutdown.trigger();
-    worker.await.expect("worker task").expect("worker");
+    worker.stop().await.expect("worker");
     started.elapsed().as_secs_f64()
 }
 
@@ -263,39 +245,21 @@ async fn main() -> anyhow::Result<()> {
         &changelog,
         (0..cli.restore_keys).map(|i| (format!("key-{i:08}"), 1u64.to_be_bytes().to_vec())),
     );
-    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let readiness = Readiness::default();
-    let shutdown = Shutdown::new();
     let mut restore_kafka = kafka.clone();
     restore_kafka.topic_prefix = restore_prefix.clone();
-    let config = WorkerConfig {
-        kafka: restore_kafka,
-        processing: ProcessingArgs {
-            commit_interval: cli.commit_interval,
-            commit_max_records: 10_000,
-        },
-        worker_id: "bench".into(),
-        idle_advance: Duration::from_secs(3600),
-    };
     let app = Arc::new(Counting {
         id: restore_app,
         prefix: restore_prefix,
     });
-    let worker = tokio::spawn(kafka_runtime::worker::run(
-        app,
-        config,
-        metrics.clone(),
-        readiness.check("state"),
-        shutdown.clone(),
-    ));
+    let worker = InProcessWorker::start(&restore_kafka, app, cli.commit_interval, Duration::from_secs(3600));
+    let (metrics, readiness) = (worker.metrics.clone(), worker.readiness.clone());
     while !readiness.is_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let restore_seconds = metrics.last_restore_seconds.get();
     let restored = metrics.restored_records.get();
     let keys_held = metrics.store_keys.get();
-    shutdown.trigger();
-    worker.await??;
+    worker.stop().await?;
 
     let rate = |seconds: f64| n as f64 / seconds;
     println!(

@@ -6,16 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_runtime::admin::Readiness;
-use kafka_runtime::config::ProcessingArgs;
-use kafka_runtime::shutdown::Shutdown;
 use kafka_runtime::topic_admin::{WantedTopic, ensure};
-use kafka_runtime::worker::{RuntimeMetrics, WorkerConfig};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::counting::{Counting, INPUT, OUTPUT};
-use sales_tests::{TEST_PARTITIONS, TestEnv};
+use sales_tests::{InProcessWorker, TEST_PARTITIONS, TestEnv};
 use schemas::records::DeadLetter;
 use schemas::topics::{Cleanup, Topic};
 
@@ -326,24 +322,7 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
             .unwrap();
     }
 
-    let shutdown = Shutdown::new();
-    let config = WorkerConfig {
-        kafka: env.kafka.clone(),
-        processing: ProcessingArgs {
-            commit_interval: Duration::from_millis(50),
-            commit_max_records: 1000,
-        },
-        worker_id: "w1".into(),
-        idle_advance: Duration::from_secs(3600),
-    };
-    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let worker = tokio::spawn(kafka_runtime::worker::run(
-        app,
-        config,
-        metrics.clone(),
-        Readiness::default().check("state"),
-        shutdown.clone(),
-    ));
+    let worker = InProcessWorker::start(&env.kafka, app, Duration::from_millis(50), Duration::from_secs(3600));
 
     let counts = read_counts(&env, 2, TIMEOUT).await;
     assert_eq!(counts["k"], [1, 2], "the record after the poison is counted");
@@ -357,10 +336,9 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
         (input.as_str(), 1)
     );
     assert_eq!(letter.source_value.as_deref(), Some("\u{0}garbage".as_bytes()));
-    assert_eq!(metrics.dead_letters.get(), 1);
+    assert_eq!(worker.metrics.dead_letters.get(), 1);
 
-    shutdown.trigger();
-    tokio::time::timeout(TIMEOUT, worker).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -391,29 +369,13 @@ async fn a_task_joins_co_partitioned_inputs_repartitions_and_fires_timers_on_idl
             .await
             .unwrap();
     }
-    let shutdown = Shutdown::new();
-    let config = WorkerConfig {
-        kafka: env.kafka.clone(),
-        processing: ProcessingArgs {
-            commit_interval: Duration::from_millis(50),
-            commit_max_records: 1000,
-        },
-        worker_id: "w1".into(),
-        // No more input after the orders: the wall clock moves the timers.
-        idle_advance: Duration::from_secs(1),
-    };
     let app = Arc::new(Joining {
         id: env.unique_id("join"),
         prefix: prefix.clone(),
     });
-    let metrics = RuntimeMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let worker = tokio::spawn(kafka_runtime::worker::run(
-        app,
-        config,
-        metrics.clone(),
-        Readiness::default().check("state"),
-        shutdown.clone(),
-    ));
+    // No more input after the orders: the wall clock moves the timers.
+    let worker = InProcessWorker::start(&env.kafka, app, Duration::from_millis(50), Duration::from_secs(1));
+    let metrics = worker.metrics.clone();
     // The runtime hands records over in arrival order, not merged by time across
     // inputs; so the orders are sent once the table is in the store.
     sales_tests::eventually("the table to be read", TIMEOUT, || async {
@@ -457,6 +419,5 @@ async fn a_task_joins_co_partitioned_inputs_repartitions_and_fires_timers_on_idl
     assert_eq!(reminders.len(), 4, "{reminders:?}");
     assert!(reminders.contains(&("c1".into(), "o-4".into())));
 
-    shutdown.trigger();
-    tokio::time::timeout(TIMEOUT, worker).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
 }
