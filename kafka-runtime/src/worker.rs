@@ -450,7 +450,10 @@ impl Core {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
-            tracing::debug!(partition = record.partition, "record of a partition without a task skipped");
+            tracing::debug!(
+                partition = record.partition,
+                "record of a partition without a task skipped"
+            );
             return Ok(());
         };
         if let Some(at) = event_time {
