@@ -45,6 +45,13 @@ use crate::topic_admin::{WantedTopic, ensure, partition_count};
 
 /// How long a Kafka call of the loop may block before it is treated as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Outputs larger than this are refused by the broker's default `message.max.bytes`;
+/// the input that produced one is dead-lettered instead of failing every retry.
+const MAX_RECORD_BYTES: usize = 900 * 1024;
+/// How much of a poison record's key and value its dead letter keeps.
+const DEAD_LETTER_BYTES: usize = 256 * 1024;
+/// Aborts in a row (no commit between) after which the worker gives up and exits.
+const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
 /// Settings of one worker.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// A task whose input has been idle this long takes the wall clock as its stream time.
     pub idle_advance: Duration,
+    /// Replicas of the changelog topics the worker creates.
+    pub changelog_replication: i32,
 }
 
 /// The runtime's metrics.
@@ -152,6 +161,11 @@ struct Core {
     to_restore: Option<BTreeSet<i32>>,
     /// An error raised inside a rebalance callback, for the loop to act on.
     failure: Option<Error>,
+    /// Set once the worker is leaving because of an error: from then on nothing may be
+    /// committed (a revocation while closing only aborts).
+    poisoned: bool,
+    /// Aborts since the last successful commit; too many in a row end the worker.
+    aborts_in_a_row: u32,
     metrics: RuntimeMetrics,
     kafka: KafkaArgs,
     idle_advance: Duration,
@@ -171,6 +185,14 @@ impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut core = lock(&self.core);
+            if core.poisoned || std::thread::panicking() {
+                // Leaving after an error: what is in memory may be half done.
+                let _ = core.abort();
+                core.tasks.clear();
+                core.offsets.clear();
+                core.to_restore = None;
+                return;
+            }
             // Commit what was done for the partitions before they go: the next owner
             // starts exactly where this transaction ends.
             let committed = match consumer.group_metadata() {
@@ -276,7 +298,7 @@ impl Core {
                 }
             }
         }
-        if !self.txn_open && changes.is_empty() && self.offsets.is_empty() {
+        if !self.txn_open && changes.is_empty() && self.uncommitted == 0 {
             self.last_commit = Instant::now();
             return Ok(());
         }
@@ -301,6 +323,9 @@ impl Core {
             )?;
         }
         self.begin()?;
+        // The offsets of every owned partition go into every transaction, even one
+        // holding only timer outputs or expiries: sending them is what checks this
+        // worker's group generation, so a worker that lost its partitions is fenced.
         if !self.offsets.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), offset) in &self.offsets {
@@ -312,12 +337,18 @@ impl Core {
                 .send_offsets_to_transaction(&offsets, group, CALL_TIMEOUT)
                 .map_err(|e| classify(e, "cannot add the input offsets to the transaction"))?;
         }
-        self.producer
-            .commit_transaction(CALL_TIMEOUT)
-            .map_err(|e| classify(e, "cannot commit the transaction"))?;
+        // A timed-out commit may be retried: the retry resumes the same commit.
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(CALL_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
+                Err(e) => return Err(classify(e, "cannot commit the transaction")),
+            }
+        }
         self.txn_open = false;
-        self.offsets.clear();
         self.uncommitted = 0;
+        self.aborts_in_a_row = 0;
         self.last_commit = Instant::now();
         self.metrics.commits.inc();
         Ok(())
@@ -333,9 +364,11 @@ impl Core {
             self.txn_open = false;
         }
         self.metrics.aborts.inc();
+        self.aborts_in_a_row += 1;
         self.offsets.clear();
         self.uncommitted = 0;
-        let partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
+        let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
+        partitions.extend(self.to_restore.take().unwrap_or_default());
         self.tasks.clear();
         if !partitions.is_empty() {
             self.to_restore = Some(partitions);
@@ -388,6 +421,11 @@ impl Core {
                     // committed is read, nothing of an open or aborted transaction.
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
                         pending.remove(&partition);
+                    }
+                    // A broker restarting or a slow network: keep reading until the deadline.
+                    Some(Err(e)) if !matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
+                        tracing::warn!(error = %e, topic = %topic, "restore read failed; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
                     }
                     Some(Err(e)) => return Err(Error::kafka(format!("cannot read {topic}"), e)),
                     Some(Ok(message)) => {
@@ -446,7 +484,7 @@ impl Core {
             value: message.payload(),
             timestamp_ms: message.timestamp().to_millis(),
         };
-        let event_time = self.app.event_time(&record);
+        let event_time = std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&record))).unwrap_or(None);
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
@@ -473,7 +511,21 @@ impl Core {
             std::panic::catch_unwind(AssertUnwindSafe(|| task.task.process(&mut ctx, &record)))
                 .unwrap_or_else(|panic| Err(Reject(format!("the stage panicked: {}", panic_message(&panic)))))
         };
+        // An output the broker would refuse fails every retry: refuse the input instead.
+        let largest = outputs
+            .iter()
+            .map(|o| o.value.as_ref().map_or(0, Vec::len) + o.key.as_ref().map_or(0, Vec::len))
+            .max();
+        let outcome = match (outcome, largest) {
+            (Ok(()), Some(bytes)) if bytes > MAX_RECORD_BYTES => Err(Reject(format!(
+                "an output of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
+            ))),
+            (outcome, _) => outcome,
+        };
         if let Err(Reject(reason)) = outcome {
+            // What a rejected record emitted before failing is not sent, only its dead
+            // letter. (Its store writes stay: stages reject before they write.)
+            outputs.clear();
             outputs.push(self.dead_letter(&record, reason));
         }
         let partition = record.partition;
@@ -503,15 +555,16 @@ impl Core {
             source_topic: record.topic.to_string(),
             source_partition: record.partition,
             source_offset: record.offset,
-            source_key: record.key.map(<[u8]>::to_vec),
-            source_value: record.value.map(<[u8]>::to_vec),
+            // Bounded, so that a huge poison record cannot make an unsendable dead letter.
+            source_key: record.key.map(|k| k[..k.len().min(DEAD_LETTER_BYTES)].to_vec()),
+            source_value: record.value.map(|v| v[..v.len().min(DEAD_LETTER_BYTES)].to_vec()),
             failed_at: Timestamp::from_datetime(chrono::Utc::now()),
         };
         // A dead letter always encodes; should it not, the reason still gets through.
         let value = schemas::encode(&letter).unwrap_or_else(|e| e.to_string().into_bytes());
         Output {
             topic: self.dead_letter_topic.clone(),
-            key: record.key.map(<[u8]>::to_vec),
+            key: record.key.map(|k| k[..k.len().min(DEAD_LETTER_BYTES)].to_vec()),
             value: Some(value),
         }
     }
@@ -535,7 +588,9 @@ impl Core {
                 stores: &mut task.stores,
                 outputs,
             };
-            task.task.on_timer(&mut ctx, at, &tag);
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| task.task.on_timer(&mut ctx, at, &tag))) {
+                tracing::error!(panic = %panic_message(&panic), "a timer panicked; it is dropped");
+            }
         }
         for (_, store) in task.stores.all_mut() {
             store.expire(task.stream_time);
@@ -600,7 +655,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Creates the changelog topics of `app`'s stores (compacted, one partition per input
 /// partition) when they are missing, and checks them when they exist.
-async fn ensure_changelogs(kafka: &KafkaArgs, app: &dyn Application) -> Result<BTreeMap<&'static str, String>> {
+async fn ensure_changelogs(
+    kafka: &KafkaArgs,
+    app: &dyn Application,
+    replication: i32,
+) -> Result<BTreeMap<&'static str, String>> {
     let first_input = app
         .inputs()
         .into_iter()
@@ -637,7 +696,7 @@ async fn ensure_changelogs(kafka: &KafkaArgs, app: &dyn Application) -> Result<B
             cleanup: Cleanup::Compact,
         })
         .collect();
-    let report = ensure(kafka, &wanted, 1).await?;
+    let report = ensure(kafka, &wanted, replication).await?;
     if let Some((topic, problem)) = report.problems().next() {
         return Err(Error::Config(format!("changelog {topic} {problem}")));
     }
@@ -655,7 +714,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.processing.validate()?;
-    let changelogs = ensure_changelogs(&config.kafka, app.as_ref()).await?;
+    let changelogs = ensure_changelogs(&config.kafka, app.as_ref(), config.changelog_replication).await?;
     let dead_letter_topic = config.kafka.topic_names()?.name(schemas::topics::Topic::DeadLetter);
     tokio::task::spawn_blocking(move || {
         run_blocking(app, config, changelogs, dead_letter_topic, metrics, ready, shutdown)
@@ -704,6 +763,8 @@ fn run_blocking(
         last_commit: Instant::now(),
         to_restore: None,
         failure: None,
+        poisoned: false,
+        aborts_in_a_row: 0,
         metrics,
         kafka: config.kafka.clone(),
         idle_advance: config.idle_advance,
@@ -720,6 +781,9 @@ fn run_blocking(
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", "10000")
+        // Above the restore bound (10 minutes): a long restore must not cost the
+        // worker its group membership.
+        .set("max.poll.interval.ms", "900000")
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(Rebalancer {
             core: Arc::clone(&core),
@@ -748,14 +812,27 @@ fn run_blocking(
         let step = (|| -> Result<()> {
             if let Some(partitions) = core.to_restore.take() {
                 // Records of these partitions may already be buffered in the consumer;
-                // rewinding to the committed offsets makes sure none is skipped.
-                rewind(&consumer, &partitions)?;
-                core.restore(&partitions)?;
+                // rewinding to the committed offsets makes sure none is skipped. Until
+                // both succeed the partitions stay pending (and the stage not ready).
+                ready.set(false);
+                let restored = rewind(&consumer, &partitions, core.aborts_in_a_row > 0).and_then(|offsets| {
+                    core.offsets.extend(offsets);
+                    core.restore(&partitions)
+                });
+                if let Err(e) = restored {
+                    let mut pending = core.to_restore.take().unwrap_or_default();
+                    pending.extend(partitions);
+                    core.to_restore = Some(pending);
+                    return Err(e);
+                }
                 ready.set(true);
                 return Ok(());
             }
             match message {
                 Some(Ok(message)) => core.process(&message)?,
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(Error::Task(format!("the consumer cannot continue: {e}")));
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
@@ -777,6 +854,11 @@ fn run_blocking(
             if let Err(fatal) = core.abort() {
                 break Err(fatal);
             }
+            if core.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+                break Err(Error::Task(format!(
+                    "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {e}"
+                )));
+            }
         }
     };
 
@@ -791,9 +873,16 @@ fn run_blocking(
                 tracing::warn!(error = %e, "final commit failed; aborting");
                 let _ = core.abort();
             }
-        } else if core.txn_open {
-            let _ = core.producer.abort_transaction(CALL_TIMEOUT);
-            core.txn_open = false;
+        } else {
+            // Nothing half done may be committed, not even by the revocation that
+            // closing the consumer runs.
+            core.poisoned = true;
+            if core.txn_open {
+                let _ = core.producer.abort_transaction(CALL_TIMEOUT);
+                core.txn_open = false;
+            }
+            core.offsets.clear();
+            core.tasks.clear();
         }
     }
     consumer.unsubscribe();
@@ -803,8 +892,15 @@ fn run_blocking(
 }
 
 /// Positions the consumer at the committed offsets of every input partition in
-/// `partitions` (or their beginning when nothing is committed).
-fn rewind(consumer: &BaseConsumer<Rebalancer>, partitions: &BTreeSet<i32>) -> Result<()> {
+/// `partitions` (or their beginning when nothing is committed), and returns the committed
+/// offsets. Right after an assignment a seek may be refused because fetching has not
+/// started, and librdkafka then starts from the committed offsets anyway; after an abort
+/// (`strict`) every seek must succeed, or records past the aborted ones would be skipped.
+fn rewind(
+    consumer: &BaseConsumer<Rebalancer>,
+    partitions: &BTreeSet<i32>,
+    strict: bool,
+) -> Result<HashMap<(String, i32), i64>> {
     let assignment = consumer
         .assignment()
         .map_err(|e| Error::kafka("cannot read the assignment", e))?;
@@ -814,25 +910,26 @@ fn rewind(consumer: &BaseConsumer<Rebalancer>, partitions: &BTreeSet<i32>) -> Re
             wanted.add_partition(element.topic(), element.partition());
         }
     }
+    let mut committed_offsets = HashMap::new();
     if wanted.count() == 0 {
-        return Ok(());
+        return Ok(committed_offsets);
     }
     let committed = consumer
         .committed_offsets(wanted, CALL_TIMEOUT)
         .map_err(|e| Error::kafka("cannot read committed offsets", e))?;
     for element in committed.elements() {
         let offset = match element.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
+            Offset::Offset(o) => {
+                committed_offsets.insert((element.topic().to_string(), element.partition()), o);
+                Offset::Offset(o)
+            }
             _ => Offset::Beginning,
         };
-        // Seeking a partition the consumer has not started fetching yet is refused with
-        // an erroneous-state error; then it starts from the committed offset anyway.
         match consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT) {
             Ok(()) => {}
-            Err(KafkaError::Seek(_)) => {}
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => {}
-            Err(e) => return Err(Error::kafka("cannot seek to the committed offset", e)),
+            Err(e) if strict => return Err(Error::kafka("cannot seek to the committed offset", e)),
+            Err(_) => {}
         }
     }
-    Ok(())
+    Ok(committed_offsets)
 }

@@ -292,6 +292,7 @@ impl InProcessWorker {
             },
             worker_id: "w1".into(),
             idle_advance,
+            changelog_replication: 1,
         };
         let task = tokio::spawn(kafka_runtime::worker::run(
             app,

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         processing: cli.processing,
         worker_id: cli.worker_id,
         idle_advance: Duration::from_secs(3600),
+        changelog_replication: 1,
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RuntimeMetrics::register(&mut registry);

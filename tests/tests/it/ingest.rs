@@ -114,7 +114,8 @@ async fn read_events(consumer: &StreamConsumer, ids: &HashSet<String>, timeout: 
         let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
             break;
         };
-        let message = message.unwrap();
+        // A topic created moments ago may be unknown to the first metadata request.
+        let Ok(message) = message else { continue };
         events.push(schemas::decode(message.payload().unwrap()).unwrap());
     }
     events

@@ -30,8 +30,9 @@ async fn read_values(consumer: &StreamConsumer, count: usize) -> Vec<String> {
     while values.len() < count {
         let message = tokio::time::timeout(TIMEOUT, consumer.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {count} records arrived: {values:?}", values.len()))
-            .unwrap();
+            .unwrap_or_else(|_| panic!("only {} of {count} records arrived: {values:?}", values.len()));
+        // A topic created moments ago may be unknown to the first metadata request.
+        let Ok(message) = message else { continue };
         values.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
     }
     values
