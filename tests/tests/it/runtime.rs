@@ -429,3 +429,49 @@ async fn a_task_joins_co_partitioned_inputs_repartitions_and_fires_timers_on_idl
 
     tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_error() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let app = env.unique_id("counter");
+    let watch = OutputWatch::start(&env);
+    let expected = produce(&env, 20_000, 100, 5).await;
+
+    let zombie = WorkerProcess::spawn(&env, &app, "w1");
+    assert!(
+        watch.wait_for(2_000, Duration::from_secs(60)).await,
+        "{} of 20000",
+        watch.read()
+    );
+    // Same worker id: its transactional id and group instance id take over.
+    let successor = WorkerProcess::spawn(&env, &app, "w1");
+
+    let mut zombie = zombie;
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = zombie.0.try_wait().unwrap() {
+                std::mem::forget(zombie);
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let status = status.expect("the fenced worker must stop on its own");
+    assert!(!status.success(), "a fenced worker exits non-zero: {status}");
+
+    assert!(
+        watch.wait_for(20_000, Duration::from_secs(90)).await,
+        "{} of 20000",
+        watch.read()
+    );
+    assert!(successor.terminate().success());
+    let counts = watch.settle(Duration::from_secs(2)).await;
+    assert_exactly_once(&expected, &counts);
+}
