@@ -50,6 +50,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RECORD_BYTES: usize = 900 * 1024;
 /// How much of a poison record's key and value its dead letter keeps.
 const DEAD_LETTER_BYTES: usize = 256 * 1024;
+/// Key and header of the checkpoint records: every transaction writes, into each
+/// changelog partition it touches, the input offsets it commits. A restore reads until
+/// it has seen the checkpoint of the committed offsets, so it cannot stop before the
+/// last committed transaction's records become visible (the broker answers a commit
+/// before it has written the commit markers to every partition).
+const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+const CHECKPOINT_HEADER: &str = "checkpoint";
 /// Aborts in a row (no commit between) after which the worker gives up and exits.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
@@ -166,6 +173,8 @@ struct Core {
     poisoned: bool,
     /// Aborts since the last successful commit; too many in a row end the worker.
     aborts_in_a_row: u32,
+    /// Partitions that processed records in the open transaction.
+    touched: BTreeSet<i32>,
     metrics: RuntimeMetrics,
     kafka: KafkaArgs,
     idle_advance: Duration,
@@ -322,6 +331,23 @@ impl Core {
                 headers,
             )?;
         }
+        for partition in std::mem::take(&mut self.touched) {
+            let checkpoint = encode_checkpoint(&self.offsets, partition);
+            let topics: Vec<String> = self.changelogs.values().cloned().collect();
+            for topic in topics {
+                let header = OwnedHeaders::new().insert(Header {
+                    key: CHECKPOINT_HEADER,
+                    value: Some(&b"1"[..]),
+                });
+                self.send(
+                    &topic,
+                    Some(partition),
+                    Some(CHECKPOINT_KEY),
+                    Some(checkpoint.as_bytes()),
+                    Some(header),
+                )?;
+            }
+        }
         self.begin()?;
         // The offsets of every owned partition go into every transaction, even one
         // holding only timer outputs or expiries: sending them is what checks this
@@ -365,6 +391,7 @@ impl Core {
         }
         self.metrics.aborts.inc();
         self.aborts_in_a_row += 1;
+        self.touched.clear();
         self.offsets.clear();
         self.uncommitted = 0;
         let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
@@ -409,6 +436,7 @@ impl Core {
                 .assign(&assignment)
                 .map_err(|e| Error::kafka("cannot assign a changelog", e))?;
             let mut pending = partitions.clone();
+            let mut checkpoints: HashMap<i32, HashMap<String, i64>> = HashMap::new();
             while !pending.is_empty() {
                 if Instant::now() > deadline {
                     return Err(Error::Task(format!(
@@ -420,7 +448,21 @@ impl Core {
                     // With read_committed the end is the last stable offset: everything
                     // committed is read, nothing of an open or aborted transaction.
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
-                        pending.remove(&partition);
+                        // The end, unless the committed transaction's records are not
+                        // all visible yet: then more arrive, and another end after them.
+                        let caught_up = match checkpoints.get(&partition) {
+                            // A changelog without checkpoints (a store new in this
+                            // version) has nothing to wait for.
+                            None => true,
+                            Some(seen) => self
+                                .offsets
+                                .iter()
+                                .filter(|((_, p), _)| *p == partition)
+                                .all(|((input, _), committed)| seen.get(input).is_some_and(|at| at >= committed)),
+                        };
+                        if caught_up {
+                            pending.remove(&partition);
+                        }
                     }
                     // A broker restarting or a slow network: keep reading until the deadline.
                     Some(Err(e)) if !matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
@@ -429,6 +471,14 @@ impl Core {
                     }
                     Some(Err(e)) => return Err(Error::kafka(format!("cannot read {topic}"), e)),
                     Some(Ok(message)) => {
+                        let is_checkpoint = message
+                            .headers()
+                            .is_some_and(|headers| headers.iter().any(|h| h.key == CHECKPOINT_HEADER));
+                        if is_checkpoint {
+                            let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                            checkpoints.insert(message.partition(), decode_checkpoint(&text));
+                            continue;
+                        }
                         let (Some(target), Some(key)) = (stores.get_mut(&message.partition()), message.key()) else {
                             continue;
                         };
@@ -541,6 +591,7 @@ impl Core {
         }
         self.offsets
             .insert((record.topic.to_string(), partition), record.offset + 1);
+        self.touched.insert(partition);
         self.uncommitted += 1;
         self.metrics.records.inc();
         Ok(())
@@ -644,6 +695,24 @@ impl ClientContext for QuietEof {
 }
 
 impl ConsumerContext for QuietEof {}
+
+/// The input offsets of `partition` as checkpoint text: one `topic offset` a line.
+fn encode_checkpoint(offsets: &HashMap<(String, i32), i64>, partition: i32) -> String {
+    let mut lines: Vec<String> = offsets
+        .iter()
+        .filter(|((_, p), _)| *p == partition)
+        .map(|((topic, _), offset)| format!("{topic} {offset}"))
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn decode_checkpoint(text: &str) -> HashMap<String, i64> {
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter_map(|(topic, offset)| offset.parse().ok().map(|o| (topic.to_string(), o)))
+        .collect()
+}
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -765,6 +834,7 @@ fn run_blocking(
         failure: None,
         poisoned: false,
         aborts_in_a_row: 0,
+        touched: BTreeSet::new(),
         metrics,
         kafka: config.kafka.clone(),
         idle_advance: config.idle_advance,
@@ -932,4 +1002,32 @@ fn rewind(
         }
     }
     Ok(committed_offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_holds_the_offsets_of_its_partition_only() {
+        let offsets = HashMap::from([
+            (("t.in".to_string(), 0), 42),
+            (("t.other".to_string(), 0), 7),
+            (("t.in".to_string(), 1), 99),
+        ]);
+        let text = encode_checkpoint(&offsets, 0);
+        assert_eq!(text, "t.in 42\nt.other 7");
+        assert_eq!(
+            decode_checkpoint(&text),
+            HashMap::from([("t.in".to_string(), 42), ("t.other".to_string(), 7)])
+        );
+    }
+
+    #[test]
+    fn a_garbled_checkpoint_line_is_ignored() {
+        assert_eq!(
+            decode_checkpoint("t.in x\nnoise\nt.b 3"),
+            HashMap::from([("t.b".to_string(), 3)])
+        );
+    }
 }
