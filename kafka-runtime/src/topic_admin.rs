@@ -255,7 +255,16 @@ async fn observe(
     if names.is_empty() {
         return Ok(HashMap::new());
     }
-    let partitions = topic_partitions(admin).await?;
+    // A topic another client created a moment ago may not show its partitions in the
+    // metadata yet; wait briefly rather than report it as having none.
+    let mut partitions = topic_partitions(admin).await?;
+    for _ in 0..25 {
+        if names.iter().all(|n| partitions.get(*n).is_some_and(|count| *count > 0)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        partitions = topic_partitions(admin).await?;
+    }
     let specifiers: Vec<ResourceSpecifier<'_>> = names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
     let described = admin
         .describe_configs(&specifiers, options)
