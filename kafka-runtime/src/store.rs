@@ -36,6 +36,16 @@ pub struct KvStore {
     /// Changes since the last commit, the latest per key.
     dirty: HashMap<Vec<u8>, Option<Entry>>,
     bytes: usize,
+    /// While a record is being processed: what each key it touched held before (entry
+    /// and pending change), so a rejected record leaves no trace.
+    undo: Option<Vec<Undo>>,
+}
+
+#[derive(Debug)]
+struct Undo {
+    key: Vec<u8>,
+    entry: Option<Entry>,
+    dirty: Option<Option<Entry>>,
 }
 
 impl KvStore {
@@ -49,12 +59,14 @@ impl KvStore {
 
     /// Stores `value`, to be deleted once stream time passes `expires_at`.
     pub fn put_expiring(&mut self, key: &[u8], value: Vec<u8>, expires_at: Option<Timestamp>) {
+        self.remember(key);
         self.dirty.insert(key.to_vec(), Some((value.clone(), expires_at)));
         self.apply(key, Some((value, expires_at)));
     }
 
     pub fn delete(&mut self, key: &[u8]) {
         if self.entries.contains_key(key) {
+            self.remember(key);
             self.dirty.insert(key.to_vec(), None);
             self.apply(key, None);
         }
@@ -119,6 +131,37 @@ impl KvStore {
                 },
             })
             .collect()
+    }
+
+    /// Starts remembering changes, so that [`KvStore::rollback`] can undo them.
+    pub(crate) fn savepoint(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the changes made since the savepoint.
+    pub(crate) fn release(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes every change made since the savepoint.
+    pub(crate) fn rollback(&mut self) {
+        for undo in self.undo.take().unwrap_or_default().into_iter().rev() {
+            self.apply(&undo.key, undo.entry);
+            match undo.dirty {
+                Some(change) => self.dirty.insert(undo.key, change),
+                None => self.dirty.remove(&undo.key),
+            };
+        }
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(Undo {
+                key: key.to_vec(),
+                entry: self.entries.get(key).cloned(),
+                dirty: self.dirty.get(key).cloned(),
+            });
+        }
     }
 
     /// Applies a changelog record during restore (not itself a change to write back).
@@ -277,6 +320,37 @@ mod tests {
         assert!(store.take_changes().is_empty());
         assert_eq!(store.bytes(), 2);
         assert_eq!(store.expire(Timestamp(5)), 1);
+    }
+
+    #[test]
+    fn a_rollback_undoes_every_change_since_the_savepoint() {
+        let mut store = KvStore::default();
+        store.put(b"kept", b"1".to_vec());
+        store.put(b"changed", b"old".to_vec());
+        store.take_changes();
+        store.put(b"pending", b"p".to_vec());
+        store.savepoint();
+        store.put(b"changed", b"new".to_vec());
+        store.put_expiring(b"added", b"x".to_vec(), Some(Timestamp(5)));
+        store.delete(b"kept");
+        store.put(b"pending", b"q".to_vec());
+        store.rollback();
+        assert_eq!(store.get(b"kept"), Some(&b"1"[..]));
+        assert_eq!(store.get(b"changed"), Some(&b"old"[..]));
+        assert_eq!(store.get(b"added"), None);
+        assert_eq!(
+            store.expire(Timestamp(10)),
+            0,
+            "the expiry of the undone entry is gone too"
+        );
+        assert_eq!(
+            store.take_changes(),
+            [Change {
+                key: b"pending".to_vec(),
+                value: Some(b"p".to_vec()),
+                expires_at: None
+            }]
+        );
     }
 
     #[test]

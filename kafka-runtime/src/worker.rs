@@ -549,6 +549,10 @@ impl Core {
         }
         task.last_input = Instant::now();
         let mut outputs = Vec::new();
+        // A rejected record must leave no trace in the stores: remember what it changes.
+        for (_, store) in task.stores.all_mut() {
+            store.savepoint();
+        }
         let outcome = {
             let mut ctx = TaskContext {
                 partition: record.partition,
@@ -572,9 +576,18 @@ impl Core {
             ))),
             (outcome, _) => outcome,
         };
+        if let Some(task) = self.tasks.get_mut(&record.partition) {
+            for (_, store) in task.stores.all_mut() {
+                if outcome.is_err() {
+                    store.rollback();
+                } else {
+                    store.release();
+                }
+            }
+        }
         if let Err(Reject(reason)) = outcome {
             // What a rejected record emitted before failing is not sent, only its dead
-            // letter. (Its store writes stay: stages reject before they write.)
+            // letter; its store changes were rolled back above.
             outputs.clear();
             outputs.push(self.dead_letter(&record, reason));
         }

@@ -45,7 +45,9 @@ struct CountTask {
 impl Task for CountTask {
     fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
         let key = record.key.ok_or_else(|| Reject("a count needs a key".into()))?;
-        if record.value != Some(b"inc") {
+        // Writes, then fails: the runtime must roll the write back with the record.
+        let fails_after_writing = record.value == Some(b"inc-then-reject");
+        if record.value != Some(b"inc") && !fails_after_writing {
             return Err(Reject(format!(
                 "not an increment: {:?}",
                 record.value.map(String::from_utf8_lossy)
@@ -59,6 +61,9 @@ impl Task for CountTask {
             .unwrap_or(0)
             + 1;
         store.put(key, count.to_be_bytes().to_vec());
+        if fails_after_writing {
+            return Err(Reject("rejected after writing".into()));
+        }
         let output = self.output.clone();
         ctx.emit(&output, Some(key), Some(count.to_string().as_bytes()));
         Ok(())

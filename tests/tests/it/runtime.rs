@@ -317,7 +317,7 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
     });
     let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
     let input = format!("{}{INPUT}", env.kafka.topic_prefix);
-    for value in ["inc", "\u{0}garbage", "inc"] {
+    for value in ["inc", "\u{0}garbage", "inc-then-reject", "inc"] {
         producer
             .send(FutureRecord::to(&input).key("k").payload(value), TIMEOUT)
             .await
@@ -326,8 +326,14 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
 
     let worker = InProcessWorker::start(&env.kafka, app, Duration::from_millis(50), Duration::from_secs(3600));
 
-    let counts = read_counts(&env, 2, TIMEOUT).await;
-    assert_eq!(counts["k"], [1, 2], "the record after the poison is counted");
+    // The count the rejected record wrote was rolled back with it: the last increment
+    // is 2, not 3, and nothing more follows.
+    let counts = read_counts(&env, 3, Duration::from_secs(5)).await;
+    assert_eq!(
+        counts["k"],
+        [1, 2],
+        "the records after the poison are counted, the rejected write undone"
+    );
 
     let dead = env.consumer(&env.topic(Topic::DeadLetter), "read_committed");
     let message = tokio::time::timeout(TIMEOUT, dead.recv()).await.unwrap().unwrap();
@@ -338,7 +344,13 @@ async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
         (input.as_str(), 1)
     );
     assert_eq!(letter.source_value.as_deref(), Some("\u{0}garbage".as_bytes()));
-    assert_eq!(worker.metrics.dead_letters.get(), 1);
+    let message = tokio::time::timeout(TIMEOUT, dead.recv()).await.unwrap().unwrap();
+    let letter: DeadLetter = schemas::decode(message.payload().unwrap()).unwrap();
+    assert_eq!(
+        (letter.reason.as_str(), letter.source_offset),
+        ("rejected after writing", 2)
+    );
+    assert_eq!(worker.metrics.dead_letters.get(), 2);
 
     tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
 }
