@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kafka_runtime::admin::ReadyCheck;
 use kafka_runtime::config::KafkaArgs;
 use kafka_runtime::shutdown::Shutdown;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka_runtime::topic_admin::assign_whole_topic;
+use rdkafka::Offset;
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use schemas::records::OrganizationSettings;
 
 /// What ingest needs of an organization.
@@ -155,18 +156,7 @@ pub async fn follow(
         .set("enable.partition.eof", "true")
         .create_with_context(kafka_runtime::worker::QuietEof)
         .context("cannot create the settings consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {topic}"))?;
-    let partitions = match metadata.topics().first() {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
-        _ => bail!("topic {topic} does not exist; run `salesctl topics create`"),
-    };
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment.add_partition_offset(&topic, i32::try_from(partition)?, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
+    let partitions = assign_whole_topic(&consumer, &topic, Offset::Beginning)?;
 
     let mut at_end = vec![false; partitions];
     let mut loaded = false;

@@ -225,6 +225,39 @@ pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> Result<Option<i3
     Ok(topic_partitions(&admin).await?.get(topic).copied())
 }
 
+/// Assigns every partition of `topic` to `consumer` from `start`, without joining a
+/// group (for readers that must see the whole topic: settings followers, `tail`);
+/// returns the partition count. A missing topic is a configuration error naming the fix.
+pub fn assign_whole_topic<C, K>(consumer: &K, topic: &str, start: rdkafka::Offset) -> Result<usize>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    K: rdkafka::consumer::Consumer<C>,
+{
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| Error::kafka(format!("cannot read metadata of {topic}"), e))?;
+    let partitions = match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
+        _ => {
+            return Err(Error::Config(format!(
+                "topic {topic} does not exist; run `salesctl topics create`"
+            )));
+        }
+    };
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        let partition =
+            i32::try_from(partition).map_err(|_| Error::Config(format!("{topic} has too many partitions")))?;
+        assignment
+            .add_partition_offset(topic, partition, start)
+            .map_err(|e| Error::kafka(format!("cannot assign {topic}"), e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::kafka(format!("cannot assign {topic}"), e))?;
+    Ok(partitions)
+}
+
 /// Partition count of every topic in the cluster.
 async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Result<HashMap<String, i32>> {
     let client = Arc::clone(admin);

@@ -296,6 +296,20 @@ impl Core {
         }
     }
 
+    /// Sends a task's outputs in the open transaction (the partitioner places them by key).
+    fn send_outputs(&mut self, outputs: Vec<Output>) -> Result<()> {
+        for output in outputs {
+            self.send(
+                &output.topic,
+                None,
+                output.key.as_deref(),
+                output.value.as_deref(),
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Writes the stores' changes to their changelogs, adds the input offsets, and
     /// commits the transaction.
     fn commit(&mut self, group: &ConsumerGroupMetadata) -> Result<()> {
@@ -593,15 +607,7 @@ impl Core {
         }
         let partition = record.partition;
         self.fire_timers(partition, &mut outputs);
-        for output in outputs {
-            self.send(
-                &output.topic,
-                None,
-                output.key.as_deref(),
-                output.value.as_deref(),
-                None,
-            )?;
-        }
+        self.send_outputs(outputs)?;
         self.offsets
             .insert((record.topic.to_string(), partition), record.offset + 1);
         self.touched.insert(partition);
@@ -678,15 +684,7 @@ impl Core {
                 task.last_input = Instant::now();
             }
             self.fire_timers(partition, &mut outputs);
-            for output in outputs {
-                self.send(
-                    &output.topic,
-                    None,
-                    output.key.as_deref(),
-                    output.value.as_deref(),
-                    None,
-                )?;
-            }
+            self.send_outputs(outputs)?;
         }
         Ok(())
     }

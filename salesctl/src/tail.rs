@@ -5,12 +5,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use kafka_runtime::config::KafkaArgs;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka_runtime::topic_admin::assign_whole_topic;
+use rdkafka::Offset;
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
@@ -46,25 +47,12 @@ pub async fn tail(kafka: &KafkaArgs, args: &TailArgs, out: &mut impl Write) -> a
         .create()
         .context("cannot create the consumer")?;
 
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {topic} from {}", kafka.bootstrap_servers))?;
-    let partitions = match metadata.topics().first() {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
-        _ => bail!("topic {topic} does not exist (salesctl topics create makes the pipeline's topics)"),
-    };
     let start = if args.from_beginning {
         Offset::Beginning
     } else {
         Offset::End
     };
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment.add_partition_offset(&topic, i32::try_from(partition)?, start)?;
-    }
-    consumer
-        .assign(&assignment)
-        .context("cannot assign the topic's partitions")?;
+    assign_whole_topic(&consumer, &topic, start)?;
 
     let mut printed = 0;
     while args.max.is_none_or(|max| printed < max) {
