@@ -71,6 +71,12 @@ pub struct ProcessingArgs {
     /// Commit early once a transaction holds this many input records.
     #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_max_records: u32,
+
+    /// How long a task whose joined inputs (say, widget events and chat events) have
+    /// records on one side only waits for the other before processing what it has.
+    /// Waiting lets a backlog on both sides be processed in event-time order.
+    #[arg(long, env = "MAX_TASK_IDLE", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub max_task_idle: std::time::Duration,
 }
 
 impl ProcessingArgs {

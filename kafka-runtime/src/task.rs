@@ -61,6 +61,14 @@ pub trait Application: Send + Sync + 'static {
     /// Full names of the co-partitioned input topics.
     fn inputs(&self) -> Vec<String>;
 
+    /// Inputs joined by event time: while a task has records of more than one of them,
+    /// it processes the earliest first (after waiting up to `max_task_idle` for an input
+    /// that has none yet), so a backlog on both sides is joined as it happened, whichever
+    /// topic the consumer delivers first. Other inputs are processed as they arrive.
+    fn synchronized_inputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The task's stores.
     fn stores(&self) -> Vec<StoreSpec> {
         Vec::new()

@@ -16,7 +16,7 @@
 //! partitions are let go; on assignment the tasks are restored before any record of
 //! theirs is processed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -149,6 +149,35 @@ struct TaskState {
     stores: Stores,
     stream_time: Timestamp,
     last_input: Instant,
+    /// Records of the synchronized inputs not yet processed, per input, in offset order.
+    /// Never committed: the offsets only move when a record is processed.
+    waiting: BTreeMap<String, VecDeque<Polled>>,
+    /// Since when a synchronized input has had no record while another had some.
+    blocked_since: Option<Instant>,
+}
+
+/// A record taken from the consumer, with its event time.
+struct Polled {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp_ms: Option<i64>,
+    event_time: Option<Timestamp>,
+}
+
+impl Polled {
+    fn record(&self) -> Record<'_> {
+        Record {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
 }
 
 /// The part of the worker the rebalance callbacks need as well as the loop.
@@ -178,6 +207,9 @@ struct Core {
     metrics: RuntimeMetrics,
     kafka: KafkaArgs,
     idle_advance: Duration,
+    /// The application's inputs joined by event time.
+    synchronized: Vec<String>,
+    max_task_idle: Duration,
 }
 
 struct Rebalancer {
@@ -520,6 +552,8 @@ impl Core {
                     stores,
                     stream_time: Timestamp(i64::MIN),
                     last_input: Instant::now(),
+                    waiting: BTreeMap::new(),
+                    blocked_since: None,
                 },
             );
         }
@@ -538,17 +572,76 @@ impl Core {
         self.metrics.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Hands one record to its task and sends what it produced.
-    fn process(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
-        let record = Record {
-            topic: message.topic(),
+    /// Takes a record from the consumer: a record of a synchronized input waits in its
+    /// task for [`Core::drain_synchronized`]; any other is processed at once.
+    fn accept(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        let mut polled = Polled {
+            topic: message.topic().to_string(),
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key(),
-            value: message.payload(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
             timestamp_ms: message.timestamp().to_millis(),
+            event_time: None,
         };
-        let event_time = std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&record))).unwrap_or(None);
+        polled.event_time =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&polled.record()))).unwrap_or(None);
+        if self.synchronized.len() > 1
+            && self.synchronized.contains(&polled.topic)
+            && let Some(task) = self.tasks.get_mut(&polled.partition)
+        {
+            task.waiting.entry(polled.topic.clone()).or_default().push_back(polled);
+            return Ok(());
+        }
+        self.process(&polled)
+    }
+
+    /// Processes the waiting records of the synchronized inputs, earliest event time
+    /// first, as far as the rule of [`Core::next_synchronized`] allows.
+    fn drain_synchronized(&mut self) -> Result<()> {
+        if self.synchronized.len() < 2 {
+            return Ok(());
+        }
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            while let Some(next) = self.next_synchronized(partition) {
+                self.process(&next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The waiting record to process next in `partition`: the one with the earliest event
+    /// time (on a tie, the input named first), once every synchronized input has a
+    /// record waiting, or once one has had none for `max_task_idle`; after that wait the
+    /// task goes on without waiting until every input has records again.
+    fn next_synchronized(&mut self, partition: i32) -> Option<Polled> {
+        let task = self.tasks.get_mut(&partition)?;
+        let heads: Vec<Option<Timestamp>> = self
+            .synchronized
+            .iter()
+            .map(|input| {
+                let head = task.waiting.get(input).and_then(VecDeque::front)?;
+                Some(head.event_time.unwrap_or(Timestamp(i64::MIN)))
+            })
+            .collect();
+        let (earliest, some_empty) = earliest_head(&heads);
+        let input = &self.synchronized[earliest?];
+        if some_empty {
+            let since = *task.blocked_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.max_task_idle {
+                return None;
+            }
+        } else {
+            task.blocked_since = None;
+        }
+        task.waiting.get_mut(input)?.pop_front()
+    }
+
+    /// Hands one record to its task and sends what it produced.
+    fn process(&mut self, polled: &Polled) -> Result<()> {
+        let record = polled.record();
+        let event_time = polled.event_time;
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
@@ -707,6 +800,20 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// Of the heads of the synchronized inputs' queues (`None`: nothing waiting), the index of
+/// the earliest (the first on a tie), and whether some queue is empty.
+fn earliest_head(heads: &[Option<Timestamp>]) -> (Option<usize>, bool) {
+    let mut earliest: Option<(Timestamp, usize)> = None;
+    for (index, head) in heads.iter().enumerate() {
+        if let Some(at) = head
+            && earliest.is_none_or(|(best, _)| *at < best)
+        {
+            earliest = Some((*at, index));
+        }
+    }
+    (earliest.map(|(_, index)| index), heads.iter().any(Option::is_none))
+}
+
 /// The input offsets of `partition` as checkpoint text: one `topic offset` a line.
 fn encode_checkpoint(offsets: &HashMap<(String, i32), i64>, partition: i32) -> String {
     let mut lines: Vec<String> = offsets
@@ -849,6 +956,8 @@ fn run_blocking(
         metrics,
         kafka: config.kafka.clone(),
         idle_advance: config.idle_advance,
+        synchronized: app.synchronized_inputs(),
+        max_task_idle: config.processing.max_task_idle,
     }));
     let consumer: BaseConsumer<Rebalancer> = config
         .kafka
@@ -910,13 +1019,14 @@ fn run_blocking(
                 return Ok(());
             }
             match message {
-                Some(Ok(message)) => core.process(&message)?,
+                Some(Ok(message)) => core.accept(&message)?,
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                     return Err(Error::Task(format!("the consumer cannot continue: {e}")));
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
+            core.drain_synchronized()?;
             core.advance_idle()?;
             if core.uncommitted >= max_records || core.last_commit.elapsed() >= commit_interval {
                 let group = consumer
@@ -1032,6 +1142,15 @@ mod tests {
             decode_checkpoint(&text),
             HashMap::from([("t.in".to_string(), 42), ("t.other".to_string(), 7)])
         );
+    }
+
+    #[test]
+    fn the_earliest_head_goes_first_and_a_tie_goes_to_the_input_named_first() {
+        let t = Timestamp;
+        assert_eq!(earliest_head(&[Some(t(5)), Some(t(3))]), (Some(1), false));
+        assert_eq!(earliest_head(&[Some(t(3)), Some(t(3))]), (Some(0), false));
+        assert_eq!(earliest_head(&[None, Some(t(9))]), (Some(1), true));
+        assert_eq!(earliest_head(&[None, None]), (None, true));
     }
 
     #[test]

@@ -14,6 +14,7 @@ const NAMES: &str = "names";
 /// Table records: `customer -> name`. Stream records: `customer -> order_id`. Each order
 /// is emitted as `order_id -> "customer:name"` (repartitioned by order id), and one
 /// second of event time after an order a reminder `customer -> order_id` is emitted.
+/// The two inputs are joined by event time (the record timestamps).
 #[derive(Debug, Clone)]
 pub struct Joining {
     pub id: String,
@@ -27,6 +28,10 @@ impl Application for Joining {
 
     fn inputs(&self) -> Vec<String> {
         vec![format!("{}{TABLE}", self.prefix), format!("{}{STREAM}", self.prefix)]
+    }
+
+    fn synchronized_inputs(&self) -> Vec<String> {
+        self.inputs()
     }
 
     fn stores(&self) -> Vec<StoreSpec> {

@@ -272,6 +272,14 @@ pub struct InProcessWorker {
     task: tokio::task::JoinHandle<Result<(), kafka_runtime::Error>>,
 }
 
+/// A test that fails leaves its worker behind: stop it, or the test runtime would wait
+/// for the worker's thread forever when it shuts down.
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
 impl InProcessWorker {
     /// Starts worker `w1` of `app` (its restore is done once `readiness` says ready).
     pub fn start(
@@ -289,6 +297,7 @@ impl InProcessWorker {
             processing: kafka_runtime::config::ProcessingArgs {
                 commit_interval,
                 commit_max_records: 10_000,
+                max_task_idle: Duration::from_millis(20),
             },
             worker_id: "w1".into(),
             idle_advance,
@@ -310,8 +319,10 @@ impl InProcessWorker {
     }
 
     /// Stops the worker as SIGTERM would and returns how its run ended.
-    pub async fn stop(self) -> Result<(), kafka_runtime::Error> {
+    pub async fn stop(mut self) -> Result<(), kafka_runtime::Error> {
         self.shutdown.trigger();
-        self.task.await.unwrap_or_else(|e| panic!("worker task failed: {e}"))
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| panic!("worker task failed: {e}"))
     }
 }
