@@ -4,8 +4,16 @@
 //!
 //! - [`Config`]: its settings.
 //! - [`run`]: runs it until shutdown.
+//! - [`app`]: the stream logic on the exactly-once runtime; [`cart`]: the cart rules;
+//!   the chat rules are in the `rules` crate, shared with the attributor.
+//! - [`metrics`]: duplicates and notifications counted.
+
+pub mod app;
+pub mod cart;
+pub mod metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -47,13 +55,28 @@ pub struct Config {
     /// idle customer's cart is kept.
     #[arg(long, env = "CHAT_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
     pub chat_retention: Duration,
+
+    /// How long, in event time, a widget event id is remembered, so a client's retry of
+    /// the same event is dropped. The default is the retention of sales.events.raw: no
+    /// replay reaches further back.
+    #[arg(long, env = "EVENT_ID_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub event_id_retention: Duration,
 }
 
 /// Runs the enricher until shutdown is requested.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.processing.validate()?;
     tracing::info!(?config, "enricher starting");
-    let stage = Stage::new("enricher", &config.kafka, shutdown)?;
-    stage.start(config.admin_addr).await?.until_shutdown().await;
+    let mut stage = Stage::new("enricher", &config.kafka, shutdown)?;
+    let metrics = metrics::EnricherMetrics::register(stage.registry());
+    let retention = app::Retention {
+        orders: config.dedupe_retention,
+        chats: config.chat_retention,
+        event_ids: config.event_id_retention,
+    };
+    let app = app::Enricher::new(&config.group_id, &config.kafka.topic_names()?, retention, metrics);
+    stage
+        .run_application(config.admin_addr, Arc::new(app), config.kafka, config.processing)
+        .await?;
     Ok(())
 }

@@ -77,13 +77,50 @@ pub struct ProcessingArgs {
     /// Waiting lets a backlog on both sides be processed in event-time order.
     #[arg(long, env = "MAX_TASK_IDLE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub max_task_idle: std::time::Duration,
+
+    /// A task whose input has been quiet this long takes the wall clock as its event
+    /// time, so timers and expiry still happen (a day still closes) without new input.
+    #[arg(long, env = "IDLE_ADVANCE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle_advance: std::time::Duration,
+
+    /// Stable id of this worker, unique among the stage's replicas (default: the host
+    /// name). A restarted worker with the same id takes its partitions back at once and
+    /// fences its earlier incarnation; two live replicas with one id fence each other.
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Replicas of the changelog topics the stage creates (3 on a production cluster).
+    #[arg(long, env = "CHANGELOG_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub changelog_replication: i32,
 }
 
 impl ProcessingArgs {
+    /// `--worker-id`, or the host name.
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "worker-1".into())
+        })
+    }
+
     /// Rejects settings that parse but cannot work.
     pub fn validate(&self) -> Result<()> {
         if self.commit_interval.is_zero() {
             return Err(Error::Config("--commit-interval must be greater than zero".into()));
+        }
+        if self.idle_advance.is_zero() {
+            return Err(Error::Config("--idle-advance must be greater than zero".into()));
+        }
+        if let Some(id) = &self.worker_id
+            && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        {
+            return Err(Error::Config(format!(
+                "--worker-id {id:?} must be letters, digits, '.', '_' or '-'"
+            )));
         }
         Ok(())
     }

@@ -13,9 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminServer, Readiness};
 use crate::broker::BrokerProbe;
-use crate::config::KafkaArgs;
+use crate::config::{KafkaArgs, ProcessingArgs};
 use crate::error::Result;
 use crate::shutdown::Shutdown;
+use crate::task::Application;
+use crate::worker::{RuntimeMetrics, WorkerConfig};
 
 /// A stage being assembled: register metrics and readiness checks, then start it.
 #[derive(Debug)]
@@ -72,6 +74,38 @@ impl Stage {
     /// Where the stage registers its own readiness checks.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// Runs a stateful stage: one exactly-once worker of `app`, with the runtime's metrics
+    /// and a `state` readiness check (ready once its partitions are restored), until
+    /// shutdown or until the worker fails (then the error is returned, for the process
+    /// to exit non-zero and be restarted).
+    pub async fn run_application(
+        mut self,
+        admin_addr: SocketAddr,
+        app: Arc<dyn Application>,
+        kafka: KafkaArgs,
+        processing: ProcessingArgs,
+    ) -> Result<()> {
+        processing.validate()?;
+        let metrics = RuntimeMetrics::register(&mut self.registry);
+        let ready = self.readiness.check("state");
+        let shutdown = self.shutdown.clone();
+        let running = self.start(admin_addr).await?;
+        let result = crate::worker::run(
+            app,
+            WorkerConfig { kafka, processing },
+            metrics,
+            ready,
+            shutdown.clone(),
+        )
+        .await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the worker stopped on an error");
+        }
+        shutdown.trigger();
+        running.until_shutdown().await;
+        result
     }
 
     /// Binds the admin listener (failing now if the address is taken) and starts it and

@@ -64,15 +64,11 @@ const MAX_ABORTS_IN_A_ROW: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub kafka: KafkaArgs,
+    /// The loop's settings. The worker's id (`processing.worker_id()`) makes its
+    /// transactional id `<app>-<worker_id>`, so a restarted worker fences its previous
+    /// incarnation and aborts its open transaction at once instead of leaving it to time
+    /// out.
     pub processing: ProcessingArgs,
-    /// Stable id of this worker; its transactional id is `<app>-<worker_id>`, so a
-    /// restarted worker fences its previous incarnation and aborts its open transaction
-    /// at once instead of leaving it to time out.
-    pub worker_id: String,
-    /// A task whose input has been idle this long takes the wall clock as its stream time.
-    pub idle_advance: Duration,
-    /// Replicas of the changelog topics the worker creates.
-    pub changelog_replication: i32,
 }
 
 /// The runtime's metrics.
@@ -901,7 +897,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.processing.validate()?;
-    let changelogs = ensure_changelogs(&config.kafka, app.as_ref(), config.changelog_replication).await?;
+    let changelogs = ensure_changelogs(&config.kafka, app.as_ref(), config.processing.changelog_replication).await?;
     let dead_letter_topic = config.kafka.topic_names()?.name(schemas::topics::Topic::DeadLetter);
     tokio::task::spawn_blocking(move || {
         run_blocking(app, config, changelogs, dead_letter_topic, metrics, ready, shutdown)
@@ -919,7 +915,8 @@ fn run_blocking(
     ready: ReadyCheck,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let transactional_id = format!("{}-{}", app.id(), config.worker_id);
+    let worker_id = config.processing.worker_id();
+    let transactional_id = format!("{}-{}", app.id(), worker_id);
     let producer: ThreadedProducer<DefaultProducerContext> = config
         .kafka
         .client_config(&transactional_id)
@@ -955,17 +952,17 @@ fn run_blocking(
         touched: BTreeSet::new(),
         metrics,
         kafka: config.kafka.clone(),
-        idle_advance: config.idle_advance,
+        idle_advance: config.processing.idle_advance,
         synchronized: app.synchronized_inputs(),
         max_task_idle: config.processing.max_task_idle,
     }));
     let consumer: BaseConsumer<Rebalancer> = config
         .kafka
-        .client_config(&format!("{}-{}", app.id(), config.worker_id))
+        .client_config(&format!("{}-{}", app.id(), worker_id))
         .set("group.id", app.id())
         // Static membership: a restarted worker takes its partitions back at once, and
         // the broker fences an older incarnation with the same id.
-        .set("group.instance.id", &config.worker_id)
+        .set("group.instance.id", &worker_id)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -984,7 +981,7 @@ fn run_blocking(
     consumer
         .subscribe(&inputs)
         .map_err(|e| Error::kafka("cannot subscribe", e))?;
-    tracing::info!(app = app.id(), worker = %config.worker_id, inputs = ?inputs, "worker started");
+    tracing::info!(app = app.id(), worker = %worker_id, inputs = ?inputs, "worker started");
 
     let commit_interval = config.processing.commit_interval;
     let max_records = config.processing.commit_max_records;
@@ -1078,7 +1075,7 @@ fn run_blocking(
     }
     consumer.unsubscribe();
     drop(consumer);
-    tracing::info!(app = app.id(), worker = %config.worker_id, "worker stopped");
+    tracing::info!(app = app.id(), worker = %worker_id, "worker stopped");
     result
 }
 

@@ -5,7 +5,7 @@
 //! Field paths are those of the public JSON API (`data.order.line_items[0].quantity`),
 //! so a store's developer can find the field in what they sent.
 
-use crate::records::{CartLine, EventName, LineItem, Order, WidgetEvent};
+use crate::records::{CartLine, ChatEvent, ChatEventKind, EventName, LineItem, Order, WidgetEvent};
 use crate::values::Money;
 
 /// Why an event is refused.
@@ -72,6 +72,23 @@ pub fn validate_widget_event(event: &WidgetEvent) -> Result<String, FieldError> 
         }
     }
     Ok(page_host)
+}
+
+/// Checks a chat event from the chat platform: the ids every join needs, and the agent
+/// of an `agent_joined`.
+pub fn validate_chat_event(event: &ChatEvent) -> Result<(), FieldError> {
+    organization_id("organization_id", &event.organization_id)?;
+    customer_id("customer_id", &event.customer_id)?;
+    text("event_id", &event.event_id, MAX_ID_LEN)?;
+    text("chat_id", &event.chat_id, MAX_ID_LEN)?;
+    if let Some(team) = &event.team_id {
+        text("team_id", team, MAX_ID_LEN)?;
+    }
+    match (&event.kind, &event.agent) {
+        (ChatEventKind::AgentJoined, None) => Err(FieldError::missing("agent")),
+        (ChatEventKind::AgentJoined, Some(agent)) => text("agent.id", &agent.id, MAX_ID_LEN),
+        _ => Ok(()),
+    }
 }
 
 /// `organization_id`: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -411,5 +428,36 @@ mod tests {
         let mut event = order_event();
         event.event_id = "not-a-uuid".into();
         assert_eq!(error_of(&event).field, "event_id");
+    }
+}
+
+#[cfg(test)]
+mod chat_tests {
+    use super::*;
+    use crate::records::Agent;
+    use crate::samples::Sample;
+
+    #[test]
+    fn a_sample_chat_event_passes_and_a_join_without_agent_does_not() {
+        let mut event = ChatEvent::sample();
+        event.kind = ChatEventKind::AgentJoined;
+        assert_eq!(validate_chat_event(&event), Ok(()));
+        event.agent = None;
+        assert_eq!(validate_chat_event(&event).unwrap_err().field, "agent");
+        event.agent = Some(Agent {
+            id: " ".into(),
+            kind: crate::records::AgentKind::Ai,
+        });
+        assert_eq!(validate_chat_event(&event).unwrap_err().field, "agent.id");
+    }
+
+    #[test]
+    fn chat_ids_must_be_present() {
+        let mut event = ChatEvent::sample();
+        event.chat_id = String::new();
+        assert_eq!(validate_chat_event(&event).unwrap_err().field, "chat_id");
+        let mut event = ChatEvent::sample();
+        event.organization_id = "bad org".into();
+        assert_eq!(validate_chat_event(&event).unwrap_err().field, "organization_id");
     }
 }

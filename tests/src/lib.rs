@@ -144,12 +144,16 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("cannot create a transactional producer: {e}"))
     }
 
-    /// A consumer of `topic` from its beginning, in its own group, with the given
+    /// A consumer of `topic` from its beginning, in a group of its own, with the given
     /// isolation level (`read_committed` or `read_uncommitted`).
     pub fn consumer(&self, topic: &str, isolation: &str) -> StreamConsumer {
         let consumer: StreamConsumer = self
             .client_config()
-            .set("group.id", self.unique_id(&format!("reader-{isolation}")))
+            // A group of its own: two readers in one group would split the topics.
+            .set(
+                "group.id",
+                self.unique_id(&format!("reader-{isolation}-{}", uuid::Uuid::new_v4())),
+            )
             .set("isolation.level", isolation)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
@@ -160,6 +164,41 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("cannot subscribe to {topic}: {e}"));
         consumer
     }
+}
+
+/// A record read back: key and value bytes.
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Reads `n` records from `consumer` (panicking if they do not come within `timeout`),
+/// then waits `quiet` to make sure no more follow: a duplicate would.
+pub async fn read_exactly(
+    consumer: &StreamConsumer,
+    what: &str,
+    n: usize,
+    timeout: Duration,
+    quiet: Duration,
+) -> Vec<KeyValue> {
+    use rdkafka::Message;
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while records.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => panic!("{what}: {} of {n} records within {timeout:?}", records.len()),
+            // A topic created moments ago may be unknown to the first metadata request.
+            Ok(Err(_)) => continue,
+            Ok(Ok(m)) => records.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))),
+        }
+    }
+    let quiet_until = tokio::time::Instant::now() + quiet;
+    while let Ok(next) = tokio::time::timeout_at(quiet_until, consumer.recv()).await {
+        if let Ok(m) = next {
+            panic!(
+                "{what}: more than {n} records; the next has key {:?}",
+                m.key().map(String::from_utf8_lossy)
+            );
+        }
+    }
+    records
 }
 
 /// A free port on 127.0.0.1 for a listener a test starts.
@@ -298,10 +337,10 @@ impl InProcessWorker {
                 commit_interval,
                 commit_max_records: 10_000,
                 max_task_idle: Duration::from_millis(20),
+                idle_advance,
+                worker_id: Some("w1".into()),
+                changelog_replication: 1,
             },
-            worker_id: "w1".into(),
-            idle_advance,
-            changelog_replication: 1,
         };
         let task = tokio::spawn(kafka_runtime::worker::run(
             app,

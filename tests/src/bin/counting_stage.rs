@@ -1,7 +1,6 @@
 //! The counting stage as its own process, so tests can kill it with SIGKILL.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use kafka_runtime::admin::Readiness;
@@ -20,9 +19,6 @@ struct Cli {
     /// Application id (consumer group).
     #[arg(long, env = "COUNTING_APP_ID")]
     app_id: String,
-    /// Stable id of this worker.
-    #[arg(long, env = "COUNTING_WORKER_ID")]
-    worker_id: String,
 }
 
 #[tokio::main]
@@ -36,9 +32,6 @@ async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig {
         kafka: cli.kafka,
         processing: cli.processing,
-        worker_id: cli.worker_id,
-        idle_advance: Duration::from_secs(3600),
-        changelog_replication: 1,
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RuntimeMetrics::register(&mut registry);

@@ -15,17 +15,17 @@ use schemas::topics::Topic;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-const ORG: &str = "org_it";
+pub(crate) const ORG: &str = "org_it";
 
-struct RunningIngest {
-    public: SocketAddr,
+pub(crate) struct RunningIngest {
+    pub(crate) public: SocketAddr,
     admin: SocketAddr,
     shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningIngest {
-    async fn start(env: &TestEnv, extra: &[&str]) -> Self {
+    pub(crate) async fn start(env: &TestEnv, extra: &[&str]) -> Self {
         Self::start_with(&env.kafka.bootstrap_servers, &env.kafka.topic_prefix, extra).await
     }
 
@@ -59,7 +59,7 @@ impl RunningIngest {
         }
     }
 
-    async fn post(&self, body: &Value) -> HttpAnswer {
+    pub(crate) async fn post(&self, body: &Value) -> HttpAnswer {
         self.post_raw(body.to_string().as_bytes(), &[("Content-Type", "application/json")])
             .await
     }
@@ -68,7 +68,7 @@ impl RunningIngest {
         http(self.public, "POST", "/v1/events", headers, body).await.unwrap()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.trigger();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
@@ -78,7 +78,7 @@ impl RunningIngest {
     }
 }
 
-fn settings(websites: &[&str], rate: Option<i32>) -> OrganizationSettings {
+pub(crate) fn settings(websites: &[&str], rate: Option<i32>) -> OrganizationSettings {
     OrganizationSettings {
         organization_id: ORG.into(),
         websites: websites.iter().map(|w| w.to_string()).collect(),
@@ -89,7 +89,7 @@ fn settings(websites: &[&str], rate: Option<i32>) -> OrganizationSettings {
     }
 }
 
-fn order(customer: &str, order_id: &str, page: &str) -> Value {
+pub(crate) fn order(customer: &str, order_id: &str, page: &str) -> Value {
     json!({
         "organization_id": ORG,
         "customer_id": customer,

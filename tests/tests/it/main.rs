@@ -2,6 +2,7 @@
 
 mod cli;
 mod compose;
+mod enricher;
 mod ingest;
 mod runtime;
 mod stages;

@@ -116,7 +116,16 @@ impl WorkerProcess {
                 "--topic-prefix",
                 &env.kafka.topic_prefix,
             ])
-            .args(["--app-id", app, "--worker-id", worker, "--commit-interval", "100ms"])
+            .args([
+                "--app-id",
+                app,
+                "--worker-id",
+                worker,
+                "--commit-interval",
+                "100ms",
+                "--idle-advance",
+                "1h",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

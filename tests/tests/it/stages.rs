@@ -73,6 +73,7 @@ fn args(env: &TestEnv, binary: &str, admin: SocketAddr) -> Vec<String> {
 #[tokio::test]
 async fn the_enricher_becomes_ready_and_stops_on_shutdown() {
     let env = TestEnv::new().await;
+    env.create_topics().await;
     let admin = free_local_addr();
     let config = enricher::Config::try_parse_from(args(&env, "enricher", admin)).unwrap();
     let shutdown = Shutdown::new();

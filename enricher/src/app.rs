@@ -1,0 +1,352 @@
+//! The enricher as an application of the exactly-once runtime.
+//!
+//! One task per partition sees three co-partitioned inputs:
+//! - `chat.sessions` and `sales.events.raw` (keyed `org:customer`, joined by event
+//!   time): chats go into the customer's chat store; a widget event is validated, its
+//!   event id deduped, the cart kept, and it is matched to the chat active at its
+//!   `received_at`. A cart event notifies that chat at once; an order is sent on to
+//!   `sales.orders.by-id`, keyed `org:order_id`, carrying the chat it was placed in.
+//! - `sales.orders.by-id` (keyed `org:order_id`): the seen-set lets the first
+//!   occurrence of an order through to `sales.orders` (keyed `org:customer` again) and
+//!   to its chat's notification, and drops the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use schemas::keys;
+use schemas::records::{
+    AgentNotification, CartState, ChatEvent, CustomerChats, EnrichedOrder, EventName, NotificationKind, SeenEvent,
+    SeenOrder, WidgetEvent,
+};
+use schemas::topics::{Topic, TopicNames};
+use schemas::validation::{validate_chat_event, validate_widget_event};
+use schemas::values::Timestamp;
+
+use crate::cart;
+use crate::metrics::{EnricherMetrics, KindLabel};
+
+/// A customer's chats (`org:customer` → `CustomerChats`).
+pub const CHATS: &str = "chats";
+/// A customer's cart (`org:customer` → `CartState`).
+pub const CARTS: &str = "carts";
+/// Widget event ids applied per customer (`org:customer\0event_id` → `SeenEvent`).
+pub const EVENT_IDS: &str = "event-ids";
+/// The order dedupe seen-set (`org:order_id` → `SeenOrder`).
+pub const SEEN_ORDERS: &str = "seen-orders";
+
+/// How long, in event time, each kind of state is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// An accepted order id in the seen-set.
+    pub orders: Duration,
+    /// An ended chat, and the cart of an idle customer.
+    pub chats: Duration,
+    /// A widget event id, against client retries.
+    pub event_ids: Duration,
+}
+
+#[derive(Debug)]
+struct Shared {
+    raw: String,
+    chats: String,
+    by_id: String,
+    orders: String,
+    notifications: String,
+    retention_orders: i64,
+    retention_chats: i64,
+    retention_event_ids: i64,
+    metrics: EnricherMetrics,
+}
+
+/// The enricher application; `id` is its consumer group.
+#[derive(Debug, Clone)]
+pub struct Enricher {
+    id: String,
+    shared: Arc<Shared>,
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Enricher {
+    pub fn new(id: impl Into<String>, topics: &TopicNames, retention: Retention, metrics: EnricherMetrics) -> Self {
+        Enricher {
+            id: id.into(),
+            shared: Arc::new(Shared {
+                raw: topics.name(Topic::EventsRaw),
+                chats: topics.name(Topic::ChatSessions),
+                by_id: topics.name(Topic::OrdersById),
+                orders: topics.name(Topic::Orders),
+                notifications: topics.name(Topic::Notifications),
+                retention_orders: micros(retention.orders),
+                retention_chats: micros(retention.chats),
+                retention_event_ids: micros(retention.event_ids),
+                metrics,
+            }),
+        }
+    }
+}
+
+impl Application for Enricher {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        let s = &self.shared;
+        vec![s.chats.clone(), s.raw.clone(), s.by_id.clone()]
+    }
+
+    /// Chats first: a chat event and a widget event of the same microsecond are applied
+    /// chat first, so an agent joining at T sees an order at T.
+    fn synchronized_inputs(&self) -> Vec<String> {
+        vec![self.shared.chats.clone(), self.shared.raw.clone()]
+    }
+
+    fn stores(&self) -> Vec<StoreSpec> {
+        [CHATS, CARTS, EVENT_IDS, SEEN_ORDERS]
+            .into_iter()
+            .map(|name| StoreSpec {
+                name,
+                kind: StoreKind::KeyValue,
+            })
+            .collect()
+    }
+
+    fn create_task(&self, _partition: i32) -> Box<dyn Task> {
+        Box::new(EnricherTask {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// The payload's own time: `received_at` of a widget event, `at` of a chat event,
+    /// `placed_at` of an order. A record that does not decode has none (it is
+    /// dead-lettered when processed).
+    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
+        let value = record.value?;
+        let s = &self.shared;
+        if record.topic == s.raw {
+            schemas::decode::<WidgetEvent>(value).ok().map(|e| e.received_at)
+        } else if record.topic == s.chats {
+            schemas::decode::<ChatEvent>(value).ok().map(|e| e.at)
+        } else {
+            schemas::decode::<EnrichedOrder>(value).ok().map(|o| o.placed_at)
+        }
+    }
+}
+
+struct EnricherTask {
+    shared: Arc<Shared>,
+}
+
+/// The record's key must be the one its value implies: a producer that keys otherwise
+/// puts it in a partition where its customer's state is not.
+fn check_key(record: &Record<'_>, expected: &str) -> Result<(), Reject> {
+    match record.key {
+        Some(key) if key == expected.as_bytes() => Ok(()),
+        Some(key) => Err(Reject(format!(
+            "key {:?} does not match {expected:?}, the key its value implies",
+            String::from_utf8_lossy(key)
+        ))),
+        None => Err(Reject(format!("no key; expected {expected:?}"))),
+    }
+}
+
+fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
+    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
+}
+
+fn load<R: schemas::Record>(ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
+    ctx.store(store)
+        .get(key)
+        .map(|bytes| schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}"))))
+        .transpose()
+}
+
+fn plus(at: Timestamp, micros: i64) -> Timestamp {
+    Timestamp(at.micros().saturating_add(micros))
+}
+
+impl Task for EnricherTask {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
+        let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
+        if record.topic == self.shared.chats {
+            let event = schemas::decode::<ChatEvent>(value).map_err(|e| Reject(format!("not a ChatEvent: {e}")))?;
+            self.on_chat_event(ctx, record, &event)
+        } else if record.topic == self.shared.raw {
+            let event = schemas::decode::<WidgetEvent>(value).map_err(|e| Reject(format!("not a WidgetEvent: {e}")))?;
+            self.on_widget_event(ctx, record, event)
+        } else {
+            let order =
+                schemas::decode::<EnrichedOrder>(value).map_err(|e| Reject(format!("not an EnrichedOrder: {e}")))?;
+            self.on_order(ctx, record, value, &order)
+        }
+    }
+}
+
+impl EnricherTask {
+    fn on_chat_event(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, event: &ChatEvent) -> Result<(), Reject> {
+        validate_chat_event(event).map_err(|e| Reject(format!("invalid chat event: {e}")))?;
+        let key = keys::org_customer(&event.organization_id, &event.customer_id);
+        check_key(record, &key)?;
+        let mut chats: CustomerChats = load(ctx, CHATS, key.as_bytes())?.unwrap_or_default();
+        if !rules::chats::apply(&mut chats, event) {
+            self.shared.metrics.duplicate_chat_events.inc();
+            return Ok(());
+        }
+        match rules::chats::prune(&mut chats, ctx.stream_time(), self.shared.retention_chats) {
+            Some(expiry) => {
+                let bytes = encode(&chats)?;
+                ctx.store(CHATS).put_expiring(key.as_bytes(), bytes, Some(expiry));
+            }
+            None => ctx.store(CHATS).delete(key.as_bytes()),
+        }
+        Ok(())
+    }
+
+    fn on_widget_event(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        record: &Record<'_>,
+        event: WidgetEvent,
+    ) -> Result<(), Reject> {
+        // Records from trusted producers pass the same rules as ingest's.
+        validate_widget_event(&event).map_err(|e| Reject(format!("invalid widget event: {e}")))?;
+        let key = keys::org_customer(&event.organization_id, &event.customer_id);
+        check_key(record, &key)?;
+        let at = event.received_at;
+
+        let seen_key = [key.as_bytes(), b"\0", event.event_id.as_bytes()].concat();
+        if ctx.store(EVENT_IDS).get(&seen_key).is_some() {
+            self.shared.metrics.duplicate_events.inc();
+            return Ok(());
+        }
+        let seen = encode(&SeenEvent { seen_at: at })?;
+        let expiry = plus(at, self.shared.retention_event_ids);
+        ctx.store(EVENT_IDS).put_expiring(&seen_key, seen, Some(expiry));
+
+        let chats: CustomerChats = load(ctx, CHATS, key.as_bytes())?.unwrap_or_default();
+        let chat_id = rules::chats::active_chat(&chats, at).map(|chat| chat.chat_id.clone());
+
+        if event.name == EventName::StoreOrderWasCreated {
+            let order = event
+                .order
+                .ok_or_else(|| Reject("an order event without its order".into()))?;
+            // The order is checked out: the cart is empty now.
+            ctx.store(CARTS).delete(key.as_bytes());
+            let by_id_key = keys::org_order(&event.organization_id, &order.id);
+            let enriched = EnrichedOrder {
+                event_id: event.event_id,
+                organization_id: event.organization_id,
+                customer_id: event.customer_id,
+                placed_at: at,
+                occurred_at: event.occurred_at,
+                page_url: event.page.url,
+                order,
+                active_chat_id: chat_id,
+            };
+            let bytes = encode(&enriched)?;
+            ctx.emit(&self.shared.by_id, Some(by_id_key.as_bytes()), Some(&bytes));
+            return Ok(());
+        }
+
+        let previous: Option<CartState> = load(ctx, CARTS, key.as_bytes())?;
+        let cart = cart::apply(previous, event.name, &event.cart_lines, at);
+        let cart_expiry = plus(cart.updated_at, self.shared.retention_chats);
+        if cart.lines.is_empty() {
+            ctx.store(CARTS).delete(key.as_bytes());
+        } else {
+            let bytes = encode(&cart)?;
+            ctx.store(CARTS).put_expiring(key.as_bytes(), bytes, Some(cart_expiry));
+        }
+        let Some(chat_id) = chat_id else {
+            return Ok(());
+        };
+        let kind = if event.name == EventName::StoreProductAddedToCart {
+            NotificationKind::ProductAddedToCart
+        } else {
+            NotificationKind::ProductRemovedFromCart
+        };
+        let notification = AgentNotification {
+            notification_id: event.event_id,
+            organization_id: event.organization_id,
+            customer_id: event.customer_id,
+            chat_id,
+            kind,
+            at,
+            order_id: None,
+            order_number: None,
+            total: None,
+            currency: None,
+            items: event.cart_lines.iter().map(cart::cart_item).collect(),
+            cart_subtotals: cart::subtotals(&cart.lines),
+            cart_lines: cart.lines,
+        };
+        self.notify(ctx, &notification)
+    }
+
+    fn on_order(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        record: &Record<'_>,
+        value: &[u8],
+        order: &EnrichedOrder,
+    ) -> Result<(), Reject> {
+        let key = keys::org_order(&order.organization_id, &order.order.id);
+        check_key(record, &key)?;
+        if ctx.store(SEEN_ORDERS).get(key.as_bytes()).is_some() {
+            self.shared.metrics.duplicate_orders.inc();
+            tracing::debug!(order = %key, customer = %order.customer_id, "duplicate order dropped");
+            return Ok(());
+        }
+        let seen = encode(&SeenOrder {
+            event_id: order.event_id.clone(),
+            customer_id: order.customer_id.clone(),
+            first_seen_at: order.placed_at,
+        })?;
+        let expiry = plus(order.placed_at, self.shared.retention_orders);
+        ctx.store(SEEN_ORDERS).put_expiring(key.as_bytes(), seen, Some(expiry));
+
+        let customer_key = keys::org_customer(&order.organization_id, &order.customer_id);
+        ctx.emit(&self.shared.orders, Some(customer_key.as_bytes()), Some(value));
+        self.shared.metrics.orders.inc();
+        let Some(chat_id) = &order.active_chat_id else {
+            return Ok(());
+        };
+        let notification = AgentNotification {
+            notification_id: order.event_id.clone(),
+            organization_id: order.organization_id.clone(),
+            customer_id: order.customer_id.clone(),
+            chat_id: chat_id.clone(),
+            kind: NotificationKind::OrderCreated,
+            at: order.placed_at,
+            order_id: Some(order.order.id.clone()),
+            order_number: Some(order.order.order_number.clone()),
+            total: Some(order.order.total_price),
+            currency: Some(order.order.currency.clone()),
+            items: cart::order_items(&order.order),
+            cart_lines: Vec::new(),
+            cart_subtotals: Vec::new(),
+        };
+        self.notify(ctx, &notification)
+    }
+
+    fn notify(&self, ctx: &mut TaskContext<'_>, notification: &AgentNotification) -> Result<(), Reject> {
+        let key = keys::org_chat(&notification.organization_id, &notification.chat_id);
+        let bytes = encode(notification)?;
+        ctx.emit(&self.shared.notifications, Some(key.as_bytes()), Some(&bytes));
+        let kind = match notification.kind {
+            NotificationKind::OrderCreated => "order_created",
+            NotificationKind::ProductAddedToCart => "product_added_to_cart",
+            NotificationKind::ProductRemovedFromCart => "product_removed_from_cart",
+        };
+        self.shared
+            .metrics
+            .notifications
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! The rules behind the numbers of DESIGN.md section 4, as plain functions over the
+//! records of `schemas`, so that they are tested without a broker and every stage that
+//! needs one applies the same code.
+//!
+//! - [`chats`]: a customer's chat timeline built from `chat.sessions`, and the chat that
+//!   is active at a given moment (the enricher's live context).
+
+pub mod chats;
