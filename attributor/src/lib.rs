@@ -4,8 +4,16 @@
 //!
 //! - [`Config`]: its settings.
 //! - [`run`]: runs it until shutdown.
+//! - [`app`]: the stream logic on the exactly-once runtime (the attribution rule itself
+//!   is `rules::attribution`); [`sidebar`]: the customer's order summary.
+//! - [`metrics`]: decisions counted by outcome.
+
+pub mod app;
+pub mod metrics;
+pub mod sidebar;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -44,15 +52,36 @@ pub struct Config {
 
     /// The longest an order waits, in event time, for the chat stream's watermark to
     /// pass it before it is decided with the chats known so far.
-    #[arg(long, env = "ATTRIBUTION_MAX_HOLD", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long = "attribution-max-hold", env = "ATTRIBUTION_MAX_HOLD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_hold: Duration,
+
+    /// How far behind the partition's latest event time an order may arrive and still
+    /// be attributed correctly: ended chats are kept this long past the attribution
+    /// window.
+    #[arg(long = "attribution-grace", env = "ATTRIBUTION_GRACE", default_value = "2days", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// How long, in event time, a customer's sidebar summary is kept after their last
+    /// order; a customer who orders again later starts a new summary.
+    #[arg(long, env = "HISTORY_RETENTION", default_value = "400days", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
 }
 
 /// Runs the attributor until shutdown is requested.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.processing.validate()?;
     tracing::info!(?config, "attributor starting");
-    let stage = Stage::new("attributor", &config.kafka, shutdown)?;
-    stage.start(config.admin_addr).await?.until_shutdown().await;
+    let mut stage = Stage::new("attributor", &config.kafka, shutdown)?;
+    let metrics = metrics::AttributorMetrics::register(stage.registry());
+    let windows = app::Windows {
+        attribution: config.attribution_window,
+        grace: config.grace,
+        max_hold: config.max_hold,
+        history: config.history_retention,
+    };
+    let app = app::Attributor::new(&config.group_id, &config.kafka.topic_names()?, windows, metrics);
+    stage
+        .run_application(config.admin_addr, Arc::new(app), config.kafka, config.processing)
+        .await?;
     Ok(())
 }

@@ -27,16 +27,29 @@ pub fn apply(chats: &mut CustomerChats, event: &ChatEvent) -> bool {
     let chat = match chats.chats.iter().position(|c| c.chat_id == event.chat_id) {
         Some(index) => &mut chats.chats[index],
         None => {
-            chats.chats.push(ChatState {
-                chat_id: event.chat_id.clone(),
-                team_id: None,
-                started_at: None,
-                ended_at: None,
-                agents: Vec::new(),
-            });
+            chats.chats.push(new_chat(&event.chat_id));
             chats.chats.last_mut().expect("just pushed")
         }
     };
+    apply_to_chat(chat, event);
+    true
+}
+
+/// A chat known by its id only, before any of its events is applied.
+pub fn new_chat(chat_id: &str) -> ChatState {
+    ChatState {
+        chat_id: chat_id.to_string(),
+        team_id: None,
+        started_at: None,
+        ended_at: None,
+        agents: Vec::new(),
+    }
+}
+
+/// Applies one event of a chat to it: the earliest start (with its team), the earliest
+/// end, and each agent's earliest join are kept, so any order of events, and any replay,
+/// gives the same chat.
+pub fn apply_to_chat(chat: &mut ChatState, event: &ChatEvent) {
     match event.kind {
         ChatEventKind::ChatStarted => {
             if chat.started_at.is_none_or(|at| event.at < at) {
@@ -66,7 +79,6 @@ pub fn apply(chats: &mut CustomerChats, event: &ChatEvent) -> bool {
             }
         }
     }
-    true
 }
 
 /// Whether `chat` is live at `at`: started at or before it, not yet ended, and with an

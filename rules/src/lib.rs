@@ -4,5 +4,7 @@
 //!
 //! - [`chats`]: a customer's chat timeline built from `chat.sessions`, and the chat that
 //!   is active at a given moment (the enricher's live context).
+//! - [`attribution`]: the chat that earned an order (the attributor).
 
+pub mod attribution;
 pub mod chats;

@@ -1,5 +1,6 @@
 //! Integration tests: one test binary, one shared broker, a private topic prefix per test.
 
+mod attributor;
 mod cli;
 mod compose;
 mod enricher;

@@ -90,6 +90,7 @@ async fn the_enricher_becomes_ready_and_stops_on_shutdown() {
 #[tokio::test]
 async fn the_attributor_becomes_ready_and_stops_on_shutdown() {
     let env = TestEnv::new().await;
+    env.create_topics().await;
     let admin = free_local_addr();
     let config = attributor::Config::try_parse_from(args(&env, "attributor", admin)).unwrap();
     let shutdown = Shutdown::new();
