@@ -130,6 +130,11 @@ impl RuntimeMetrics {
             metrics.restore_seconds.clone(),
         );
         registry.register(
+            "stream_last_restore_seconds",
+            "Duration of the latest restore",
+            metrics.last_restore_seconds.clone(),
+        );
+        registry.register(
             "stream_store_keys",
             "Keys held in this worker's stores",
             metrics.store_keys.clone(),
