@@ -81,7 +81,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let app = app::Attributor::new(&config.group_id, &config.kafka.topic_names()?, windows, metrics);
     stage
-        .run_application(config.admin_addr, Arc::new(app), config.kafka, config.processing)
+        .run_application(
+            config.admin_addr,
+            Arc::new(app),
+            config.kafka,
+            config.processing,
+            std::future::ready(()),
+        )
         .await?;
     Ok(())
 }

@@ -76,7 +76,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let app = app::Enricher::new(&config.group_id, &config.kafka.topic_names()?, retention, metrics);
     stage
-        .run_application(config.admin_addr, Arc::new(app), config.kafka, config.processing)
+        .run_application(
+            config.admin_addr,
+            Arc::new(app),
+            config.kafka,
+            config.processing,
+            std::future::ready(()),
+        )
         .await?;
     Ok(())
 }

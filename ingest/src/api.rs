@@ -791,6 +791,7 @@ mod tests {
             OrgSettings {
                 websites: vec!["other-shop.example.net".into()],
                 rate_limit: None,
+                timezone: "UTC".into(),
             },
         );
         let request = with_origin(post(&event()), "https://other-shop.example.net");

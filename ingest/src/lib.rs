@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let follower = tokio::spawn({
         let (kafka, shutdown) = (config.kafka.clone(), shutdown.clone());
         async move {
-            let result = settings::follow(&kafka, organizations, settings_ready, shutdown.clone()).await;
+            let result = settings::follow("ingest", &kafka, organizations, settings_ready, shutdown.clone()).await;
             if let Err(e) = &result {
                 tracing::error!(
                     error = format!("{e:#}"),

@@ -18,13 +18,15 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use schemas::records::OrganizationSettings;
 
-/// What ingest needs of an organization.
+/// What the stages need of an organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSettings {
     /// Connected website hosts, lower case.
     pub websites: Vec<String>,
     /// Its own rate limit (events/s, burst), overriding the deployment default.
     pub rate_limit: Option<(u32, u32)>,
+    /// The IANA timezone of its calendar days, as written (the reporter checks it).
+    pub timezone: String,
 }
 
 impl OrgSettings {
@@ -37,6 +39,7 @@ impl OrgSettings {
                 .map(|w| schemas::validation::normalize_host(w))
                 .collect(),
             rate_limit: record.rate_limit(),
+            timezone: record.timezone.clone(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Organizations {
 /// Reads the whole topic, marks `organizations` loaded and `ready` set once every
 /// partition has been read to its end, then keeps applying changes until shutdown.
 pub async fn follow(
+    stage: &str,
     kafka: &KafkaArgs,
     organizations: Organizations,
     ready: ReadyCheck,
@@ -148,9 +152,9 @@ pub async fn follow(
 ) -> anyhow::Result<()> {
     let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
     let consumer: StreamConsumer<kafka_runtime::worker::QuietEof> = kafka
-        .client_config("ingest-settings")
+        .client_config(&format!("{stage}-settings"))
         // Every replica reads every organization: no group membership, no commits.
-        .set("group.id", "ingest-settings")
+        .set("group.id", format!("{stage}-settings"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")

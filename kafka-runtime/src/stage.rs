@@ -79,27 +79,28 @@ impl Stage {
     /// Runs a stateful stage: one exactly-once worker of `app`, with the runtime's metrics
     /// and a `state` readiness check (ready once its partitions are restored), until
     /// shutdown or until the worker fails (then the error is returned, for the process
-    /// to exit non-zero and be restarted).
+    /// to exit non-zero and be restarted). The worker starts once `prerequisite` is done
+    /// (say, settings the task reads are loaded); the admin listener is up before.
     pub async fn run_application(
         mut self,
         admin_addr: SocketAddr,
         app: Arc<dyn Application>,
         kafka: KafkaArgs,
         processing: ProcessingArgs,
+        prerequisite: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         processing.validate()?;
         let metrics = RuntimeMetrics::register(&mut self.registry);
         let ready = self.readiness.check("state");
         let shutdown = self.shutdown.clone();
         let running = self.start(admin_addr).await?;
-        let result = crate::worker::run(
-            app,
-            WorkerConfig { kafka, processing },
-            metrics,
-            ready,
-            shutdown.clone(),
-        )
-        .await;
+        let result = tokio::select! {
+            _ = prerequisite => {
+                let config = WorkerConfig { kafka, processing };
+                crate::worker::run(app, config, metrics, ready, shutdown.clone()).await
+            }
+            _ = shutdown.requested() => Ok(()),
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "the worker stopped on an error");
         }

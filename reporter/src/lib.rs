@@ -4,10 +4,16 @@
 //! - [`Config`]: its settings.
 //! - [`run`]: runs it until shutdown.
 
+pub mod app;
+pub mod metrics;
+pub mod rollup;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ingest::settings::Organizations;
 use kafka_runtime::config::{KafkaArgs, ProcessingArgs, TelemetryArgs};
 use kafka_runtime::shutdown::Shutdown;
 use kafka_runtime::stage::Stage;
@@ -41,13 +47,53 @@ pub struct Config {
     /// orders arriving later republish it with the next revision.
     #[arg(long, env = "REPORT_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub report_grace: Duration,
+
+    /// How long after a day ends (in event time) its totals are kept, so a late order
+    /// can still revise its report; an order older than that is logged and not counted.
+    #[arg(long, env = "REPORT_RETENTION", default_value = "35days", value_parser = humantime::parse_duration)]
+    pub report_retention: Duration,
 }
 
 /// Runs the reporter until shutdown is requested.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.processing.validate()?;
     tracing::info!(?config, "reporter starting");
-    let stage = Stage::new("reporter", &config.kafka, shutdown)?;
-    stage.start(config.admin_addr).await?.until_shutdown().await;
+    let mut stage = Stage::new("reporter", &config.kafka, shutdown.clone())?;
+    let metrics = metrics::ReporterMetrics::register(stage.registry());
+    // Each organization's timezone decides its days: the settings are read to their end
+    // before the first order is.
+    let organizations = Organizations::default();
+    let settings_ready = stage.readiness().check("settings");
+    let follower = tokio::spawn({
+        let (kafka, organizations, shutdown) = (config.kafka.clone(), organizations.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = ingest::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown).await
+            {
+                tracing::error!(error = %e, "following organization settings failed");
+            }
+        }
+    });
+    let periods = app::Periods {
+        grace: config.report_grace,
+        retention: config.report_retention,
+    };
+    let topics = config.kafka.topic_names()?;
+    let app = app::Reporter::new(&config.group_id, &topics, periods, organizations.clone(), metrics);
+    let loaded = async {
+        while !organizations.is_loaded() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let result = stage
+        .run_application(
+            config.admin_addr,
+            Arc::new(app),
+            config.kafka,
+            config.processing,
+            loaded,
+        )
+        .await;
+    follower.abort();
+    result?;
     Ok(())
 }

@@ -5,8 +5,10 @@
 //! - [`topics`]: `salesctl topics ...`.
 //! - [`tail`]: `salesctl tail <topic>`.
 //! - [`org`]: `salesctl org put`.
+//! - [`report`]: `salesctl report`.
 
 pub mod org;
+pub mod report;
 pub mod tail;
 pub mod topics;
 
@@ -42,6 +44,8 @@ pub enum Command {
     /// Print a topic's records as JSON lines, decoded by their schema fingerprint
     /// (committed records only).
     Tail(tail::TailArgs),
+    /// Print an organization's daily All Sales and AI Agent Sales reports.
+    Report(report::ReportArgs),
 }
 
 /// Carries out one command; the exit code is the returned one.
@@ -50,6 +54,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Topics(command) => topics::run(&cli.kafka, command).await,
         Command::Org(command) => {
             org::run(&cli.kafka, command).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            report::run(&cli.kafka, &args, &mut std::io::stdout().lock()).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Tail(args) => {

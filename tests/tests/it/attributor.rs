@@ -65,6 +65,16 @@ impl Writer {
     }
 }
 
+/// Stops the stage when a failed assertion unwinds the test: the test runtime would
+/// otherwise wait for its worker thread forever.
+struct StopOnDrop(Shutdown);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
 fn decode_all<R: schemas::Record>(records: Vec<sales_tests::KeyValue>) -> Vec<R> {
     records
         .into_iter()
@@ -95,6 +105,7 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
     ])
     .unwrap();
     let shutdown = Shutdown::new();
+    let _stop_on_failure = StopOnDrop(shutdown.clone());
     let task = tokio::spawn(attributor::run(config, shutdown.clone()));
     eventually("the attributor to be ready", TIMEOUT, || async {
         matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())

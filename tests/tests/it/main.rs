@@ -5,6 +5,7 @@ mod cli;
 mod compose;
 mod enricher;
 mod ingest;
+mod reporter;
 mod runtime;
 mod stages;
 mod tail;

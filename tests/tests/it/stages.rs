@@ -31,7 +31,7 @@ where
     )
     .await;
     assert!(body.contains(r#""broker":true"#), "{stage}: {body}");
-    if stage == "ingest" {
+    if stage == "ingest" || stage == "reporter" {
         assert!(body.contains(r#""settings":true"#), "{stage}: {body}");
     }
 
@@ -107,6 +107,7 @@ async fn the_attributor_becomes_ready_and_stops_on_shutdown() {
 #[tokio::test]
 async fn the_reporter_becomes_ready_and_stops_on_shutdown() {
     let env = TestEnv::new().await;
+    env.create_topics().await;
     let admin = free_local_addr();
     let config = reporter::Config::try_parse_from(args(&env, "reporter", admin)).unwrap();
     let shutdown = Shutdown::new();

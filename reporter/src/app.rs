@@ -1,0 +1,216 @@
+//! The reporter as an application of the exactly-once runtime.
+//!
+//! A task per partition of `sales.orders.attributed` (keyed `org`): each attributed
+//! order is added to its organization's org-local day (timezone from the organization's
+//! settings) and to the wins counter, which is published at once to `sales.wins`. A
+//! timer at the day's end plus the grace period publishes the day's report to
+//! `sales.reports.daily` (keyed `org:date`); an order for a day already published
+//! republishes it with the next revision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::settings::Organizations;
+use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use schemas::keys;
+use schemas::records::{AttributedOrder, DailySalesReport, ReportState, WinsCounter};
+use schemas::topics::{Topic, TopicNames};
+use schemas::values::Timestamp;
+
+use crate::metrics::ReporterMetrics;
+use crate::rollup;
+
+/// An organization's days (`org:date` → `ReportState`).
+pub const DAYS: &str = "days";
+/// An organization's wins counter (`org` → `WinsCounter`).
+pub const WINS: &str = "wins";
+
+/// The reporter's time spans, in event time.
+#[derive(Debug, Clone, Copy)]
+pub struct Periods {
+    /// How long after a day ends its report is published.
+    pub grace: Duration,
+    /// How long after a day ends it is kept for late orders (and revisions).
+    pub retention: Duration,
+}
+
+#[derive(Debug)]
+struct Shared {
+    input: String,
+    reports: String,
+    wins: String,
+    grace: i64,
+    retention: i64,
+    organizations: Organizations,
+    metrics: ReporterMetrics,
+}
+
+/// The reporter application; `id` is its consumer group.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    id: String,
+    shared: Arc<Shared>,
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Reporter {
+    pub fn new(
+        id: impl Into<String>,
+        topics: &TopicNames,
+        periods: Periods,
+        organizations: Organizations,
+        metrics: ReporterMetrics,
+    ) -> Self {
+        Reporter {
+            id: id.into(),
+            shared: Arc::new(Shared {
+                input: topics.name(Topic::OrdersAttributed),
+                reports: topics.name(Topic::ReportsDaily),
+                wins: topics.name(Topic::Wins),
+                grace: micros(periods.grace),
+                retention: micros(periods.retention),
+                organizations,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl Application for Reporter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        vec![self.shared.input.clone()]
+    }
+
+    fn stores(&self) -> Vec<StoreSpec> {
+        [DAYS, WINS]
+            .into_iter()
+            .map(|name| StoreSpec {
+                name,
+                kind: StoreKind::KeyValue,
+            })
+            .collect()
+    }
+
+    fn create_task(&self, _partition: i32) -> Box<dyn Task> {
+        Box::new(ReporterTask {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
+        schemas::decode::<AttributedOrder>(record.value?)
+            .ok()
+            .map(|o| o.placed_at)
+    }
+}
+
+struct ReporterTask {
+    shared: Arc<Shared>,
+}
+
+fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
+    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
+}
+
+fn load<R: schemas::Record>(ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
+    ctx.store(store)
+        .get(key)
+        .map(|bytes| schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}"))))
+        .transpose()
+}
+
+impl Task for ReporterTask {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
+        let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
+        let order: AttributedOrder =
+            schemas::decode(value).map_err(|e| Reject(format!("not an AttributedOrder: {e}")))?;
+        if record.key != Some(order.organization_id.as_bytes()) {
+            return Err(Reject(format!(
+                "key {:?} is not the organization {:?}",
+                record.key.map(String::from_utf8_lossy),
+                order.organization_id
+            )));
+        }
+        if order.attribution.is_none() {
+            self.shared.metrics.unattributed.inc();
+            return Ok(());
+        }
+        let settings = self.shared.organizations.get(&order.organization_id);
+        let tz = rollup::timezone(settings.as_ref().map(|s| s.timezone.as_str()));
+        let (date, day_end) = rollup::local_day(order.placed_at, tz);
+        let kept_until = Timestamp(day_end.micros().saturating_add(self.shared.retention));
+        if kept_until < ctx.stream_time() {
+            self.shared.metrics.too_late.inc();
+            tracing::warn!(organization = %order.organization_id, order = %order.order_id, %date, "an order for a day no longer kept; not counted");
+            return Ok(());
+        }
+
+        let key = keys::org_date(&order.organization_id, &date.to_string());
+        let mut day: ReportState =
+            load(ctx, DAYS, key.as_bytes())?.unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
+        rollup::add_order(&mut day, &order);
+        if day.published_revision.is_some() {
+            // The day was already published: publish it again, corrected.
+            let report = rollup::publish(&mut day, ctx.stream_time());
+            self.emit_report(ctx, &key, &report)?;
+            self.shared.metrics.revisions.inc();
+        } else {
+            let publish_at = Timestamp(day_end.micros().saturating_add(self.shared.grace));
+            ctx.schedule(publish_at, key.as_bytes());
+        }
+        let bytes = encode(&day)?;
+        ctx.store(DAYS).put_expiring(key.as_bytes(), bytes, Some(kept_until));
+
+        let org = order.organization_id.as_bytes();
+        let counter: Option<WinsCounter> = load(ctx, WINS, org)?;
+        if let Some(counter) = rollup::add_win(counter, &order.organization_id, date, tz, order.placed_at) {
+            let bytes = encode(&counter)?;
+            ctx.store(WINS).put(org, bytes.clone());
+            ctx.emit(&self.shared.wins, Some(org), Some(&bytes));
+        }
+        Ok(())
+    }
+
+    /// A day closed: publish its report (once; later orders republish it themselves).
+    fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
+        let result = (|| -> Result<(), Reject> {
+            let Some(mut day) = load::<ReportState>(ctx, DAYS, tag)? else {
+                return Ok(());
+            };
+            if day.published_revision.is_some() {
+                return Ok(());
+            }
+            let report = rollup::publish(&mut day, ctx.stream_time());
+            let key = String::from_utf8_lossy(tag).into_owned();
+            self.emit_report(ctx, &key, &report)?;
+            // Kept as long as before: until its end plus the retention.
+            let date = chrono::NaiveDate::parse_from_str(&day.date, "%Y-%m-%d")
+                .map_err(|e| Reject(format!("a day with a bad date {:?}: {e}", day.date)))?;
+            let day_end = rollup::day_end(date, rollup::timezone(Some(&day.timezone)));
+            let kept_until = Timestamp(day_end.micros().saturating_add(self.shared.retention));
+            let bytes = encode(&day)?;
+            ctx.store(DAYS).put_expiring(tag, bytes, Some(kept_until));
+            self.shared.metrics.reports.inc();
+            Ok(())
+        })();
+        if let Err(Reject(reason)) = result {
+            tracing::error!(%reason, day = %String::from_utf8_lossy(tag), "a day's report could not be published");
+        }
+    }
+}
+
+impl ReporterTask {
+    fn emit_report(&self, ctx: &mut TaskContext<'_>, key: &str, report: &DailySalesReport) -> Result<(), Reject> {
+        let bytes = encode(report)?;
+        ctx.emit(&self.shared.reports, Some(key.as_bytes()), Some(&bytes));
+        tracing::info!(day = %key, revision = report.revision, "daily report published");
+        Ok(())
+    }
+}
