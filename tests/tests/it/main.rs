@@ -5,6 +5,7 @@ mod cli;
 mod compose;
 mod enricher;
 mod ingest;
+mod pipeline;
 mod reporter;
 mod runtime;
 mod stages;

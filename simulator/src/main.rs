@@ -1,0 +1,53 @@
+//! `simulator`: a store and its chat platform, sending a deterministic week of trade.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use kafka_runtime::config::KafkaArgs;
+use schemas::values::Timestamp;
+
+/// Sends a simulated store's trade: the organizations' settings, the past days straight
+/// to the topics (a trusted producer), and today's widget events through ingest.
+#[derive(Debug, Parser)]
+#[command(name = "simulator", version)]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The seed: the same seed sends the same trade.
+    #[arg(long, env = "SIMULATOR_SEED", default_value_t = 42)]
+    seed: u64,
+    /// Past days of trade.
+    #[arg(long, env = "SIMULATOR_DAYS", default_value_t = 7)]
+    days: u32,
+    /// Customer visits per organization and day.
+    #[arg(long, env = "SIMULATOR_VISITS", default_value_t = 12)]
+    visits: u32,
+    /// ingest's public listener.
+    #[arg(long, env = "INGEST_ADDR", default_value = "127.0.0.1:8080")]
+    ingest: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let plan = simulator::plan(cli.seed, cli.days, cli.visits, now);
+    let producer = simulator::write::producer(&cli.kafka)?;
+    simulator::write::organizations(&cli.kafka, &producer, &plan.organizations).await?;
+    simulator::write::records(&cli.kafka, &producer, &plan.past).await?;
+    println!(
+        "simulator: {} organizations, {} past records written ({} orders, duplicates included)",
+        plan.organizations.len(),
+        plan.past.len(),
+        plan.orders().count()
+    );
+    // The second device's copies come a little later, as they do.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    simulator::write::records(&cli.kafka, &producer, &plan.past_later).await?;
+    let accepted = simulator::write::today(&cli.kafka, &producer, cli.ingest, &plan.today).await?;
+    println!(
+        "simulator: {} orders fired again from a second device; {accepted} of today's widget events accepted by ingest",
+        plan.past_later.len()
+    );
+    Ok(())
+}
