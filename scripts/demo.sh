@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The pipeline on this machine: a local single-node Kafka, every topic, every binary,
-# and their health, until Ctrl-C (which stops the binaries with SIGTERM, as an
-# orchestrator would). The broker keeps running; `scripts/kafka-local.sh stop` ends it.
+# The pipeline on this machine: a local single-node Kafka, every topic, every binary and
+# their health, a simulated week of trade of three shops, then the week's daily reports
+# (salesctl report), the wins counters and a few agent notifications; then it runs until
+# Ctrl-C (which stops the binaries with SIGTERM, as an orchestrator would). The broker
+# keeps running; `scripts/kafka-local.sh stop` ends it.
 #
 #   scripts/demo.sh           run until Ctrl-C
-#   scripts/demo.sh --check   start everything, show it healthy, stop, exit non-zero on any failure
+#   scripts/demo.sh --check   the same, then stop, exiting non-zero on any failure
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +14,9 @@ CHECK_ONLY=false
 [[ "${1:-}" == "--check" ]] && CHECK_ONLY=true
 
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+# Each run on topics of its own, so a second run does not meet the first one's orders
+# (it would drop them as duplicates). Set SALES_TOPIC_PREFIX to choose it.
+export SALES_TOPIC_PREFIX=${SALES_TOPIC_PREFIX-demo-$(date +%s).}
 LOG_DIR=${DEMO_LOG_DIR:-${TMPDIR:-/tmp}/sales-demo}
 mkdir -p "$LOG_DIR"
 
@@ -85,32 +90,55 @@ for i in "${!STAGES[@]}"; do
     "$(curl -sS "http://$admin/healthz")" "$(curl -sS "http://$admin/readyz")"
 done
 
-say "A store: organization org_demo, website shop.example.com"
-"$BIN/salesctl" org put --id org_demo --website shop.example.com --timezone Europe/Warsaw
-
-say "The widget reports an order (POST /v1/events)"
-ORDER='{"organization_id":"org_demo","customer_id":"c-1001","page":{"url":"https://shop.example.com/checkout/thanks"},
- "name":"store_order_was_created","data":{"order":{"id":"1042","order_number":"#1042","currency":"USD","total_price":149.99,
- "line_items":[{"product_id":"123456789","title":"Merino Wool Crew Neck","quantity":1,"price":149.99}]}}}'
-# ingest may need a moment to see the new organization.
-for _ in $(seq 1 50); do
-  answer=$(curl -sS -w ' %{http_code}' -H 'Content-Type: application/json' -d "$ORDER" http://127.0.0.1:8080/v1/events)
-  [[ "$answer" == *" 202" ]] && break
-  sleep 0.2
-done
-echo "$answer"
-[[ "$answer" == *" 202" ]] || { echo "the order was not accepted"; exit 1; }
+say "A simulated week of trade (simulator --seed 42): three shops in three timezones"
+echo "customers browse, chat with people and AI agents, fill carts and order (during a chat,"
+echo "days after one, long after one, with none); reloads and second devices fire orders twice;"
+echo "some chat events arrive late. Past days go straight to the topics, today's through ingest."
+"$BIN/simulator" --seed 42 --days 7 --visits 12
 
 say "A page on a website the store never connected is refused, loudly"
 curl -sS -w ' %{http_code}\n' -H 'Content-Type: application/json' \
-  -d "${ORDER/shop.example.com/elsewhere.example.net}" http://127.0.0.1:8080/v1/events
+  -d '{"organization_id":"org_harbor","customer_id":"c-1","page":{"url":"https://elsewhere.example.net/thanks"},
+  "name":"store_order_was_created","data":{"order":{"id":"1","order_number":"#1","currency":"USD","total_price":1,
+  "line_items":[{"product_id":"1","title":"Mug","quantity":1,"price":1}]}}}' http://127.0.0.1:8080/v1/events
 
-say "The order in sales.events.raw (salesctl tail, read_committed)"
-"$BIN/salesctl" tail sales.events.raw --from-beginning --idle-timeout 3s | tail -n 1
+say "Waiting for the week's days to close and their reports to be published"
+FROM=$(date -u -d '8 days ago' +%F)
+TO=$(date -u -d 'yesterday' +%F)
+count_reports() {
+  local total=0
+  for org in org_nordic org_harbor org_sakura; do
+    n=$("$BIN/salesctl" report --org "$org" --from "$FROM" --to "$TO" --json | wc -l)
+    total=$((total + n))
+  done
+  echo "$total"
+}
+last=-1; stable=0
+for _ in $(seq 1 60); do
+  now=$(count_reports)
+  if [[ "$now" -gt 0 && "$now" == "$last" ]]; then stable=$((stable + 1)); else stable=0; fi
+  [[ $stable -ge 2 ]] && break
+  last=$now
+  sleep 2
+done
+echo "$now daily reports published"
+[[ "$now" -gt 0 ]] || { echo "no report was published"; exit 1; }
+
+for org in org_nordic org_harbor org_sakura; do
+  say "salesctl report --org $org --from $FROM --to $TO"
+  "$BIN/salesctl" report --org "$org" --from "$FROM" --to "$TO"
+done
+
+say "The wins counters (salesctl tail sales.wins): the latest per organization"
+"$BIN/salesctl" tail sales.wins --from-beginning --idle-timeout 3s | tail -n 3
+
+say "A few agent notifications (salesctl tail inbox.notifications)"
+"$BIN/salesctl" tail inbox.notifications --from-beginning --idle-timeout 3s | tail -n 3
 
 say "The pipeline is up"
 echo "widget API:  http://127.0.0.1:8080/v1/events  (OpenAPI: http://127.0.0.1:8080/v1/openapi.json)"
 echo "metrics:     curl http://127.0.0.1:9180/metrics  (each stage on its admin address)"
+echo "topics:      prefix $SALES_TOPIC_PREFIX  (SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail sales.orders --from-beginning)"
 
 if $CHECK_ONLY; then
   exit 0

@@ -151,7 +151,13 @@ pub async fn today(
                     let (status, body) = post(ingest, event).await?;
                     match status {
                         202 => break,
+                        // Rate limited, the broker slow, or the organization's settings
+                        // not yet seen by ingest: a widget tries again.
                         429 | 503 if attempts < 20 => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        422 if body.contains("unknown_organization") && attempts < 40 => {
                             attempts += 1;
                             tokio::time::sleep(Duration::from_millis(250)).await;
                         }
