@@ -4,6 +4,7 @@
 #
 #   scripts/kafka-local.sh start    resolve the jars (once), format storage, start, wait until ready
 #   scripts/kafka-local.sh stop     stop the broker this script started and delete its data
+#   scripts/kafka-local.sh restart  stop it gracefully and start it again on the same data
 #   scripts/kafka-local.sh status   say whether a broker answers
 #
 # Settings (environment): KAFKA_LOCAL_PORT (9092), KAFKA_LOCAL_CONTROLLER_PORT (9093),
@@ -124,25 +125,14 @@ java_cmd() {
   java "${args[@]}" "$@"
 }
 
-start() {
-  if pid=$(our_pid); then
-    say "already running (pid $pid) on $HOST:$PORT; nothing to do"
-    return 0
+# Runs the broker on the storage in $RUN_DIR and waits until it serves; $1 is when the
+# start began ($SECONDS), for the ready timeout.
+launch() {
+  local started=$1
+  # A fresh server.log: readiness is its "Kafka Server started" line.
+  if [[ -f "$RUN_DIR/logs/server.log" ]]; then
+    mv "$RUN_DIR/logs/server.log" "$RUN_DIR/logs/server.log.previous"
   fi
-  if answers "$PORT"; then
-    say "a broker already answers on $HOST:$PORT (not started by this script); using it"
-    return 0
-  fi
-  answers "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (controller) is taken; set KAFKA_LOCAL_CONTROLLER_PORT"
-  require_tools
-  resolve_jars
-  rm -rf "$RUN_DIR"
-  write_config
-  local started=$SECONDS started_ns cluster_id
-  started_ns=$(date +%s%N)
-  cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
-  java_cmd kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$RUN_DIR/server.properties" \
-    >"$RUN_DIR/logs/format.log" 2>&1 || { cat "$RUN_DIR/logs/format.log" >&2; die "formatting KRaft storage failed"; }
   # Its own session, so that a Ctrl-C in the terminal that started it does not stop it:
   # a second start finds it running. (Not a process group leader here, so setsid execs
   # java in place and $! is the broker's pid.)
@@ -169,8 +159,30 @@ start() {
     fi
     sleep 0.2
   done
+}
+
+start() {
+  if pid=$(our_pid); then
+    say "already running (pid $pid) on $HOST:$PORT; nothing to do"
+    return 0
+  fi
+  if answers "$PORT"; then
+    say "a broker already answers on $HOST:$PORT (not started by this script); using it"
+    return 0
+  fi
+  answers "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (controller) is taken; set KAFKA_LOCAL_CONTROLLER_PORT"
+  require_tools
+  resolve_jars
+  rm -rf "$RUN_DIR"
+  write_config
+  local started=$SECONDS started_ns cluster_id
+  started_ns=$(date +%s%N)
+  cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
+  java_cmd kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$RUN_DIR/server.properties" \
+    >"$RUN_DIR/logs/format.log" 2>&1 || { cat "$RUN_DIR/logs/format.log" >&2; die "formatting KRaft storage failed"; }
+  launch "$started"
   local ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
-  say "Apache Kafka $KAFKA_VERSION ready on $HOST:$PORT after $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s (pid $pid, data in $RUN_DIR)"
+  say "Apache Kafka $KAFKA_VERSION ready on $HOST:$PORT after $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s (pid $(cat "$PID_FILE"), data in $RUN_DIR)"
 }
 
 stop() {
@@ -191,6 +203,22 @@ stop() {
   say "stopped (pid $pid) and deleted its data"
 }
 
+# Stops the broker gracefully and starts it again on the same data: what a rolling
+# restart does to a client (the chaos test uses it).
+restart() {
+  local pid
+  pid=$(our_pid) || die "no broker started by this script is running on port $PORT"
+  local started=$SECONDS started_ns
+  started_ns=$(date +%s%N)
+  terminate "$pid" 30
+  rm -f "$PID_FILE"
+  require_tools
+  resolve_jars
+  launch "$started"
+  local ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
+  say "Apache Kafka $KAFKA_VERSION restarted on $HOST:$PORT after $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s (pid $(cat "$PID_FILE"), data kept in $RUN_DIR)"
+}
+
 status() {
   if pid=$(our_pid); then
     say "running (pid $pid) on $HOST:$PORT, data in $RUN_DIR"
@@ -205,6 +233,7 @@ status() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
 esac

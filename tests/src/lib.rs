@@ -201,6 +201,87 @@ pub async fn read_exactly(
     records
 }
 
+/// A private broker, so that stopping it does not disturb the other tests.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    pub port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local.sh")
+    }
+
+    fn command(&self, action: &str) -> std::process::Output {
+        std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg(action)
+            .env("KAFKA_LOCAL_PORT", self.port.to_string())
+            .env("KAFKA_LOCAL_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_LOCAL_HEAP", "512m")
+            .output()
+            .unwrap()
+    }
+
+    /// Starts a broker on free ports (blocking: call it from `spawn_blocking`).
+    pub fn start() -> Self {
+        let broker = PrivateBroker {
+            port: free_local_addr().port(),
+            controller_port: free_local_addr().port(),
+        };
+        let output = broker.command("start");
+        assert!(
+            output.status.success(),
+            "private broker: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        broker
+    }
+
+    pub fn pid(&self) -> String {
+        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        std::fs::read_to_string(format!("{dir}/sales-kafka-{}/kafka.pid", self.port))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Freezes the broker process: connections stay open but nothing is answered.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl PrivateBroker {
+    /// The bootstrap address.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker gracefully and starts it again on the same data (blocking).
+    pub fn restart(&self) {
+        let output = self.command("restart");
+        assert!(
+            output.status.success(),
+            "private broker restart: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.command("stop");
+    }
+}
+
 /// A free port on 127.0.0.1 for a listener a test starts.
 pub fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}"));

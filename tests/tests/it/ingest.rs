@@ -9,7 +9,7 @@ use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
-use sales_tests::{HttpAnswer, TestEnv, eventually, free_local_addr, http, http_get};
+use sales_tests::{HttpAnswer, PrivateBroker, TestEnv, eventually, free_local_addr, http, http_get};
 use schemas::records::{OrganizationSettings, WidgetEvent};
 use schemas::topics::Topic;
 use serde_json::{Value, json};
@@ -289,68 +289,6 @@ async fn a_settings_change_is_picked_up_while_running() {
     .await;
     assert!(accepted.json()["event_id"].is_string());
     ingest.stop().await;
-}
-
-/// A private broker, so that stopping it does not disturb the other tests.
-struct PrivateBroker {
-    port: u16,
-    controller_port: u16,
-}
-
-impl PrivateBroker {
-    fn script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local.sh")
-    }
-
-    fn command(&self, action: &str) -> std::process::Output {
-        std::process::Command::new("bash")
-            .arg(Self::script())
-            .arg(action)
-            .env("KAFKA_LOCAL_PORT", self.port.to_string())
-            .env("KAFKA_LOCAL_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("KAFKA_LOCAL_HEAP", "512m")
-            .output()
-            .unwrap()
-    }
-
-    fn start() -> Self {
-        let broker = PrivateBroker {
-            port: free_local_addr().port(),
-            controller_port: free_local_addr().port(),
-        };
-        let output = broker.command("start");
-        assert!(
-            output.status.success(),
-            "private broker: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        broker
-    }
-
-    fn pid(&self) -> String {
-        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        std::fs::read_to_string(format!("{dir}/sales-kafka-{}/kafka.pid", self.port))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// Freezes the broker process: connections stay open but nothing is answered.
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.signal("CONT");
-        let _ = self.command("stop");
-    }
 }
 
 #[tokio::test]

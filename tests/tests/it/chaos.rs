@@ -1,0 +1,251 @@
+//! The whole chain under chaos: every stage its own process, a supervisor killing a
+//! random stream stage with SIGKILL every few seconds and starting it again, and the
+//! broker restarted once, while a simulated week of trade and live HTTP traffic go
+//! through. The daily reports must still equal the reference exactly, and every event
+//! ingest answered 202 for must be in `sales.events.raw`.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+use sales_tests::reference::expected_reports;
+use sales_tests::{PrivateBroker, TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use schemas::records::{EventName, WidgetEvent};
+use schemas::topics::Topic;
+use schemas::values::Timestamp;
+use simulator::Write;
+
+use crate::pipeline::await_reports;
+
+const STREAM_STAGES: [&str; 3] = ["enricher", "attributor", "reporter"];
+
+struct StageProcess {
+    name: &'static str,
+    args: Vec<String>,
+    admin: std::net::SocketAddr,
+    child: Child,
+}
+
+impl StageProcess {
+    fn spawn(name: &'static str, args: Vec<String>, admin: std::net::SocketAddr) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_stage"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        StageProcess {
+            name,
+            args,
+            admin,
+            child,
+        }
+    }
+
+    fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = StageProcess::spawn(self.name, self.args.clone(), self.admin);
+    }
+}
+
+impl Drop for StageProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public: std::net::SocketAddr) -> Vec<String> {
+    let mut args: Vec<String> = [
+        name,
+        "--bootstrap-servers",
+        &env.kafka.bootstrap_servers,
+        "--topic-prefix",
+        &env.kafka.topic_prefix,
+        "--admin-addr",
+        &admin.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if name == "ingest" {
+        args.extend(["--listen-addr".into(), public.to_string()]);
+        args.extend([
+            "--ip-rate".into(),
+            "100000".into(),
+            "--ip-burst".into(),
+            "100000".into(),
+        ]);
+    } else {
+        args.extend([
+            "--group-id".into(),
+            env.unique_id(name),
+            "--worker-id".into(),
+            "w1".into(),
+            "--idle-advance".into(),
+            "1s".into(),
+        ]);
+    }
+    args
+}
+
+/// Posts a live cart event until ingest accepts it (retrying refusals while the broker
+/// restarts); returns its event id, or `None` if it never got a 202.
+async fn post_until_accepted(ingest: std::net::SocketAddr, event: &WidgetEvent) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match simulator::write::post(ingest, event).await {
+            Ok((202, _)) => return Some(event.event_id.clone()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn killed_workers_and_a_broker_restart_change_no_figure() {
+    let broker = Arc::new(tokio::task::spawn_blocking(PrivateBroker::start).await.unwrap());
+    let mut env = TestEnv::new().await;
+    env.kafka.bootstrap_servers = broker.bootstrap();
+    env.create_topics().await;
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let plan = simulator::plan(23, 7, 8, now);
+    let producer = simulator::write::producer(&env.kafka).unwrap();
+    simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
+        .await
+        .unwrap();
+
+    let public = free_local_addr();
+    let mut stages: Vec<StageProcess> = ["ingest", "enricher", "attributor", "reporter"]
+        .into_iter()
+        .map(|name| {
+            let admin = free_local_addr();
+            StageProcess::spawn(name, stage_args(&env, name, admin, public), admin)
+        })
+        .collect();
+    for stage in &stages {
+        eventually(
+            &format!("{} to be ready", stage.name),
+            Duration::from_secs(90),
+            || async { matches!(http_get(stage.admin, "/readyz").await, Ok((200, _))).then_some(()) },
+        )
+        .await;
+    }
+
+    // The supervisor: a random stream stage killed and started again every 2.5 s, and
+    // the broker restarted once, until the traffic is through.
+    let chaos = Arc::new(AtomicBool::new(true));
+    let supervisor = {
+        let (chaos, broker) = (Arc::clone(&chaos), Arc::clone(&broker));
+        let mut stream: Vec<StageProcess> = stages.split_off(1);
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+            let (mut kills, mut restarted_broker) = (0, false);
+            while chaos.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                if kills == 4 && !restarted_broker {
+                    let broker = Arc::clone(&broker);
+                    tokio::task::spawn_blocking(move || broker.restart()).await.unwrap();
+                    restarted_broker = true;
+                    continue;
+                }
+                let victim = &mut stream[rng.random_range(0..STREAM_STAGES.len())];
+                victim.kill_and_restart();
+                kills += 1;
+            }
+            (kills, restarted_broker, stream)
+        })
+    };
+
+    // Live traffic through ingest all along, and the past days written in chunks.
+    let live: Vec<WidgetEvent> = plan
+        .today
+        .iter()
+        .filter_map(|w| match w {
+            Write::Widget(e) if e.name != EventName::StoreOrderWasCreated => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let ingest = public;
+    let poster = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for round in 0..120 {
+            let mut event = live[round % live.len()].clone();
+            event.event_id = uuid::Uuid::new_v4().to_string();
+            if let Some(id) = post_until_accepted(ingest, &event).await {
+                accepted.push(id);
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        accepted
+    });
+    for chunk in plan.past.chunks(plan.past.len() / 8 + 1) {
+        simulator::write::records(&env.kafka, &producer, chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let originals: HashSet<(String, String)> = plan
+        .past
+        .iter()
+        .filter_map(|w| match w {
+            Write::Widget(e) if e.name == EventName::StoreOrderWasCreated => {
+                Some((e.organization_id.clone(), e.order.as_ref().unwrap().id.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let orders = env.consumer(&env.topic(Topic::Orders), "read_committed");
+    read_exactly(
+        &orders,
+        "the past orders",
+        originals.len(),
+        Duration::from_secs(240),
+        Duration::ZERO,
+    )
+    .await;
+    simulator::write::records(&env.kafka, &producer, &plan.past_later)
+        .await
+        .unwrap();
+    let accepted = poster.await.unwrap();
+    chaos.store(false, Ordering::Release);
+    let (kills, restarted_broker, _stream) = supervisor.await.unwrap();
+    assert!(
+        kills >= 5 && restarted_broker,
+        "{kills} kills, broker restarted: {restarted_broker}"
+    );
+
+    // Exactly the reference's reports, and no second copy of any order.
+    let expected = expected_reports(&plan, now, 3_600_000_000);
+    let reports = env.consumer(&env.topic(Topic::ReportsDaily), "read_committed");
+    await_reports(&reports, &expected, Duration::from_secs(240)).await;
+    read_exactly(
+        &orders,
+        "no duplicate order",
+        0,
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    )
+    .await;
+
+    // Nothing ingest answered 202 for is missing.
+    assert_eq!(accepted.len(), 120, "every live event was accepted in the end");
+    let raw = env.consumer(&env.topic(Topic::EventsRaw), "read_committed");
+    let mut missing: HashSet<String> = accepted.into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !missing.is_empty() && Instant::now() < deadline {
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(5), raw.recv()).await
+            && let Some(Ok(event)) = message.payload().map(schemas::decode::<WidgetEvent>)
+        {
+            missing.remove(&event.event_id);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} accepted events missing from sales.events.raw",
+        missing.len()
+    );
+}
