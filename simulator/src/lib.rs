@@ -10,6 +10,7 @@
 //!   widget events through ingest over HTTP.
 
 pub mod http;
+pub mod load;
 pub mod plan;
 pub mod write;
 
