@@ -11,14 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
     AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder, SeenEvent,
 };
 use schemas::topics::{Topic, TopicNames};
 use schemas::validation::validate_chat_event;
-use schemas::values::Timestamp;
+use schemas::values::{Timestamp, duration_micros};
 
 use crate::metrics::{AttributorMetrics, DecisionLabels};
 use crate::sidebar;
@@ -68,13 +68,9 @@ pub struct Attributor {
     shared: Arc<Shared>,
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Attributor {
     pub fn new(id: impl Into<String>, topics: &TopicNames, windows: Windows, metrics: AttributorMetrics) -> Self {
-        let window = micros(windows.attribution);
+        let window = duration_micros(windows.attribution);
         Attributor {
             id: id.into(),
             shared: Arc::new(Shared {
@@ -83,9 +79,9 @@ impl Attributor {
                 attributed: topics.name(Topic::OrdersAttributed),
                 customer_orders: topics.name(Topic::CustomerOrders),
                 window,
-                chat_retention: window.saturating_add(micros(windows.grace)),
-                max_hold: micros(windows.max_hold),
-                history: micros(windows.history),
+                chat_retention: window.saturating_add(duration_micros(windows.grace)),
+                max_hold: duration_micros(windows.max_hold),
+                history: duration_micros(windows.history),
                 metrics,
             }),
         }
@@ -136,28 +132,6 @@ struct AttributorTask {
     shared: Arc<Shared>,
 }
 
-fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
-    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
-}
-
-fn load<R: schemas::Record>(ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
-    ctx.store(store)
-        .get(key)
-        .map(|bytes| schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}"))))
-        .transpose()
-}
-
-fn check_key(record: &Record<'_>, expected: &str) -> Result<(), Reject> {
-    match record.key {
-        Some(key) if key == expected.as_bytes() => Ok(()),
-        Some(key) => Err(Reject(format!(
-            "key {:?} does not match {expected:?}, the key its value implies",
-            String::from_utf8_lossy(key)
-        ))),
-        None => Err(Reject(format!("no key; expected {expected:?}"))),
-    }
-}
-
 /// The pending store's key of an order: its time first, so a scan meets orders in time
 /// order and stops at the watermark.
 fn pending_key(order: &EnrichedOrder) -> Vec<u8> {
@@ -188,7 +162,7 @@ impl Task for AttributorTask {
 
     /// The hold bound of a pending order ran out: decide with the chats known.
     fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
-        let pending = match load::<PendingOrder>(ctx, PENDING, tag) {
+        let pending = match ctx.load::<PendingOrder>(PENDING, tag) {
             Ok(Some(pending)) => pending,
             // Already released by the watermark.
             Ok(None) => return,
@@ -209,8 +183,8 @@ impl AttributorTask {
     fn on_chat_event(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, event: &ChatEvent) -> Result<(), Reject> {
         validate_chat_event(event).map_err(|e| Reject(format!("invalid chat event: {e}")))?;
         let key = keys::org_customer(&event.organization_id, &event.customer_id);
-        check_key(record, &key)?;
-        let mut chats: CustomerChats = load(ctx, CHATS, key.as_bytes())?.unwrap_or_default();
+        record.expect_key(&key)?;
+        let mut chats: CustomerChats = ctx.load(CHATS, key.as_bytes())?.unwrap_or_default();
         if rules::chats::apply(&mut chats, event) {
             match rules::chats::prune(&mut chats, ctx.stream_time(), self.shared.chat_retention) {
                 Some(expiry) => {
@@ -230,7 +204,9 @@ impl AttributorTask {
     }
 
     fn watermark(&self, ctx: &mut TaskContext<'_>) -> Result<Option<Timestamp>, Reject> {
-        Ok(load::<SeenEvent>(ctx, WATERMARK, WATERMARK_KEY)?.map(|seen| seen.seen_at))
+        Ok(ctx
+            .load::<SeenEvent>(WATERMARK, WATERMARK_KEY)?
+            .map(|seen| seen.seen_at))
     }
 
     /// Decides every pending order placed at or before `watermark`, oldest first.
@@ -255,12 +231,12 @@ impl AttributorTask {
 
     fn on_order(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, order: EnrichedOrder) -> Result<(), Reject> {
         let key = keys::org_customer(&order.organization_id, &order.customer_id);
-        check_key(record, &key)?;
+        record.expect_key(&key)?;
         if self.watermark(ctx)?.is_some_and(|w| w >= order.placed_at) {
             return self.decide(ctx, &order, "watermark");
         }
         // Chat events up to this order's time may still be on their way: wait for them.
-        let hold_until = Timestamp(order.placed_at.micros().saturating_add(self.shared.max_hold));
+        let hold_until = order.placed_at.after(self.shared.max_hold);
         let pending_key = pending_key(&order);
         let bytes = encode(&PendingOrder { order, hold_until })?;
         ctx.store(PENDING).put(&pending_key, bytes);
@@ -276,7 +252,7 @@ impl AttributorTask {
         released_by: &'static str,
     ) -> Result<(), Reject> {
         let customer_key = keys::org_customer(&order.organization_id, &order.customer_id);
-        let chats: CustomerChats = load(ctx, CHATS, customer_key.as_bytes())?.unwrap_or_default();
+        let chats: CustomerChats = ctx.load(CHATS, customer_key.as_bytes())?.unwrap_or_default();
         let attribution = rules::attribution::attribute(&chats.chats, order.placed_at, self.shared.window);
         let outcome = if attribution.is_some() {
             "attributed"
@@ -300,10 +276,10 @@ impl AttributorTask {
             Some(&bytes),
         );
 
-        let previous: Option<CustomerOrderSummary> = load(ctx, HISTORY, customer_key.as_bytes())?;
+        let previous: Option<CustomerOrderSummary> = ctx.load(HISTORY, customer_key.as_bytes())?;
         let summary = sidebar::add_order(previous, &attributed);
         let bytes = encode(&summary)?;
-        let expiry = Timestamp(summary.updated_at.micros().saturating_add(self.shared.history));
+        let expiry = summary.updated_at.after(self.shared.history);
         ctx.store(HISTORY)
             .put_expiring(customer_key.as_bytes(), bytes.clone(), Some(expiry));
         ctx.emit(

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
     AgentNotification, CartState, ChatEvent, CustomerChats, EnrichedOrder, EventName, NotificationKind, SeenEvent,
@@ -21,7 +21,7 @@ use schemas::records::{
 };
 use schemas::topics::{Topic, TopicNames};
 use schemas::validation::{validate_chat_event, validate_widget_event};
-use schemas::values::Timestamp;
+use schemas::values::{Timestamp, duration_micros};
 
 use crate::cart;
 use crate::metrics::{EnricherMetrics, KindLabel};
@@ -66,10 +66,6 @@ pub struct Enricher {
     shared: Arc<Shared>,
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Enricher {
     pub fn new(id: impl Into<String>, topics: &TopicNames, retention: Retention, metrics: EnricherMetrics) -> Self {
         Enricher {
@@ -80,9 +76,9 @@ impl Enricher {
                 by_id: topics.name(Topic::OrdersById),
                 orders: topics.name(Topic::Orders),
                 notifications: topics.name(Topic::Notifications),
-                retention_orders: micros(retention.orders),
-                retention_chats: micros(retention.chats),
-                retention_event_ids: micros(retention.event_ids),
+                retention_orders: duration_micros(retention.orders),
+                retention_chats: duration_micros(retention.chats),
+                retention_event_ids: duration_micros(retention.event_ids),
                 metrics,
             }),
         }
@@ -141,34 +137,6 @@ struct EnricherTask {
     shared: Arc<Shared>,
 }
 
-/// The record's key must be the one its value implies: a producer that keys otherwise
-/// puts it in a partition where its customer's state is not.
-fn check_key(record: &Record<'_>, expected: &str) -> Result<(), Reject> {
-    match record.key {
-        Some(key) if key == expected.as_bytes() => Ok(()),
-        Some(key) => Err(Reject(format!(
-            "key {:?} does not match {expected:?}, the key its value implies",
-            String::from_utf8_lossy(key)
-        ))),
-        None => Err(Reject(format!("no key; expected {expected:?}"))),
-    }
-}
-
-fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
-    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
-}
-
-fn load<R: schemas::Record>(ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
-    ctx.store(store)
-        .get(key)
-        .map(|bytes| schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}"))))
-        .transpose()
-}
-
-fn plus(at: Timestamp, micros: i64) -> Timestamp {
-    Timestamp(at.micros().saturating_add(micros))
-}
-
 impl Task for EnricherTask {
     fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
         let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
@@ -190,8 +158,8 @@ impl EnricherTask {
     fn on_chat_event(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, event: &ChatEvent) -> Result<(), Reject> {
         validate_chat_event(event).map_err(|e| Reject(format!("invalid chat event: {e}")))?;
         let key = keys::org_customer(&event.organization_id, &event.customer_id);
-        check_key(record, &key)?;
-        let mut chats: CustomerChats = load(ctx, CHATS, key.as_bytes())?.unwrap_or_default();
+        record.expect_key(&key)?;
+        let mut chats: CustomerChats = ctx.load(CHATS, key.as_bytes())?.unwrap_or_default();
         if !rules::chats::apply(&mut chats, event) {
             self.shared.metrics.duplicate_chat_events.inc();
             return Ok(());
@@ -215,7 +183,7 @@ impl EnricherTask {
         // Records from trusted producers pass the same rules as ingest's.
         validate_widget_event(&event).map_err(|e| Reject(format!("invalid widget event: {e}")))?;
         let key = keys::org_customer(&event.organization_id, &event.customer_id);
-        check_key(record, &key)?;
+        record.expect_key(&key)?;
         let at = event.received_at;
 
         let seen_key = [key.as_bytes(), b"\0", event.event_id.as_bytes()].concat();
@@ -224,10 +192,10 @@ impl EnricherTask {
             return Ok(());
         }
         let seen = encode(&SeenEvent { seen_at: at })?;
-        let expiry = plus(at, self.shared.retention_event_ids);
+        let expiry = at.after(self.shared.retention_event_ids);
         ctx.store(EVENT_IDS).put_expiring(&seen_key, seen, Some(expiry));
 
-        let chats: CustomerChats = load(ctx, CHATS, key.as_bytes())?.unwrap_or_default();
+        let chats: CustomerChats = ctx.load(CHATS, key.as_bytes())?.unwrap_or_default();
         let chat_id = rules::chats::active_chat(&chats, at).map(|chat| chat.chat_id.clone());
 
         if event.name == EventName::StoreOrderWasCreated {
@@ -252,9 +220,9 @@ impl EnricherTask {
             return Ok(());
         }
 
-        let previous: Option<CartState> = load(ctx, CARTS, key.as_bytes())?;
+        let previous: Option<CartState> = ctx.load(CARTS, key.as_bytes())?;
         let cart = cart::apply(previous, event.name, &event.cart_lines, at);
-        let cart_expiry = plus(cart.updated_at, self.shared.retention_chats);
+        let cart_expiry = cart.updated_at.after(self.shared.retention_chats);
         if cart.lines.is_empty() {
             ctx.store(CARTS).delete(key.as_bytes());
         } else {
@@ -295,7 +263,7 @@ impl EnricherTask {
         order: &EnrichedOrder,
     ) -> Result<(), Reject> {
         let key = keys::org_order(&order.organization_id, &order.order.id);
-        check_key(record, &key)?;
+        record.expect_key(&key)?;
         if ctx.store(SEEN_ORDERS).get(key.as_bytes()).is_some() {
             self.shared.metrics.duplicate_orders.inc();
             tracing::debug!(order = %key, customer = %order.customer_id, "duplicate order dropped");
@@ -306,7 +274,7 @@ impl EnricherTask {
             customer_id: order.customer_id.clone(),
             first_seen_at: order.placed_at,
         })?;
-        let expiry = plus(order.placed_at, self.shared.retention_orders);
+        let expiry = order.placed_at.after(self.shared.retention_orders);
         ctx.store(SEEN_ORDERS).put_expiring(key.as_bytes(), seen, Some(expiry));
 
         let customer_key = keys::org_customer(&order.organization_id, &order.customer_id);

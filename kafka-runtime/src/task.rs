@@ -25,6 +25,27 @@ pub struct Record<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+impl Record<'_> {
+    /// Checks that the record's key is `expected`, the key its value implies: a record
+    /// keyed otherwise sits in a partition where the state it needs is not.
+    pub fn expect_key(&self, expected: &str) -> Result<(), Reject> {
+        match self.key {
+            Some(key) if key == expected.as_bytes() => Ok(()),
+            Some(key) => Err(Reject(format!(
+                "key {:?} does not match {expected:?}, the key its value implies",
+                String::from_utf8_lossy(key)
+            ))),
+            None => Err(Reject(format!("no key; expected {expected:?}"))),
+        }
+    }
+}
+
+/// Encodes a record of the data contracts for a store or an output; should it fail,
+/// the input that led to it is rejected.
+pub fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
+    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
+}
+
 /// Why a record cannot be processed: it goes to the dead-letter topic with this reason
 /// and the stage moves past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +219,16 @@ impl TaskContext<'_> {
             .kv
             .get_mut(name)
             .unwrap_or_else(|| panic!("store {name:?} is not declared by the application"))
+    }
+
+    /// The value under `key` in the key-value store `store`, decoded.
+    pub fn load<R: schemas::Record>(&mut self, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
+        self.store(store)
+            .get(key)
+            .map(|bytes| {
+                schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}")))
+            })
+            .transpose()
     }
 
     /// The windowed store named `name`.

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::settings::Organizations;
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
-use schemas::values::Timestamp;
+use schemas::values::{Timestamp, duration_micros};
 
 use crate::metrics::ReporterMetrics;
 use crate::rollup;
@@ -52,10 +52,6 @@ pub struct Reporter {
     shared: Arc<Shared>,
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Reporter {
     pub fn new(
         id: impl Into<String>,
@@ -70,8 +66,8 @@ impl Reporter {
                 input: topics.name(Topic::OrdersAttributed),
                 reports: topics.name(Topic::ReportsDaily),
                 wins: topics.name(Topic::Wins),
-                grace: micros(periods.grace),
-                retention: micros(periods.retention),
+                grace: duration_micros(periods.grace),
+                retention: duration_micros(periods.retention),
                 organizations,
                 metrics,
             }),
@@ -115,17 +111,6 @@ struct ReporterTask {
     shared: Arc<Shared>,
 }
 
-fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
-    schemas::encode(record).map_err(|e| Reject(format!("cannot encode a {}: {e}", std::any::type_name::<R>())))
-}
-
-fn load<R: schemas::Record>(ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
-    ctx.store(store)
-        .get(key)
-        .map(|bytes| schemas::decode::<R>(bytes).map_err(|e| Reject(format!("store {store} holds a bad value: {e}"))))
-        .transpose()
-}
-
 impl Task for ReporterTask {
     fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
         let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
@@ -145,7 +130,7 @@ impl Task for ReporterTask {
         let settings = self.shared.organizations.get(&order.organization_id);
         let tz = rollup::timezone(settings.as_ref().map(|s| s.timezone.as_str()));
         let (date, day_end) = rollup::local_day(order.placed_at, tz);
-        let kept_until = Timestamp(day_end.micros().saturating_add(self.shared.retention));
+        let kept_until = day_end.after(self.shared.retention);
         if kept_until < ctx.stream_time() {
             self.shared.metrics.too_late.inc();
             tracing::warn!(organization = %order.organization_id, order = %order.order_id, %date, "an order for a day no longer kept; not counted");
@@ -153,8 +138,9 @@ impl Task for ReporterTask {
         }
 
         let key = keys::org_date(&order.organization_id, &date.to_string());
-        let mut day: ReportState =
-            load(ctx, DAYS, key.as_bytes())?.unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
+        let mut day: ReportState = ctx
+            .load(DAYS, key.as_bytes())?
+            .unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
         rollup::add_order(&mut day, &order);
         if day.published_revision.is_some() {
             // The day was already published: publish it again, corrected.
@@ -162,14 +148,14 @@ impl Task for ReporterTask {
             self.emit_report(ctx, &key, &report)?;
             self.shared.metrics.revisions.inc();
         } else {
-            let publish_at = Timestamp(day_end.micros().saturating_add(self.shared.grace));
+            let publish_at = day_end.after(self.shared.grace);
             ctx.schedule(publish_at, key.as_bytes());
         }
         let bytes = encode(&day)?;
         ctx.store(DAYS).put_expiring(key.as_bytes(), bytes, Some(kept_until));
 
         let org = order.organization_id.as_bytes();
-        let counter: Option<WinsCounter> = load(ctx, WINS, org)?;
+        let counter: Option<WinsCounter> = ctx.load(WINS, org)?;
         if let Some(counter) = rollup::add_win(counter, &order.organization_id, date, tz, order.placed_at) {
             let bytes = encode(&counter)?;
             ctx.store(WINS).put(org, bytes.clone());
@@ -181,7 +167,7 @@ impl Task for ReporterTask {
     /// A day closed: publish its report (once; later orders republish it themselves).
     fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
         let result = (|| -> Result<(), Reject> {
-            let Some(mut day) = load::<ReportState>(ctx, DAYS, tag)? else {
+            let Some(mut day) = ctx.load::<ReportState>(DAYS, tag)? else {
                 return Ok(());
             };
             if day.published_revision.is_some() {
@@ -194,7 +180,7 @@ impl Task for ReporterTask {
             let date = chrono::NaiveDate::parse_from_str(&day.date, "%Y-%m-%d")
                 .map_err(|e| Reject(format!("a day with a bad date {:?}: {e}", day.date)))?;
             let day_end = rollup::day_end(date, rollup::timezone(Some(&day.timezone)));
-            let kept_until = Timestamp(day_end.micros().saturating_add(self.shared.retention));
+            let kept_until = day_end.after(self.shared.retention);
             let bytes = encode(&day)?;
             ctx.store(DAYS).put_expiring(tag, bytes, Some(kept_until));
             self.shared.metrics.reports.inc();

@@ -149,9 +149,19 @@ impl<'de, const SCALE: u32> Deserialize<'de> for ScaledDecimal<SCALE> {
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
+/// A duration in whole microseconds (saturating), as event-time arithmetic uses them.
+pub fn duration_micros(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 impl Timestamp {
     pub fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
+    }
+
+    /// This instant plus `micros` (saturating).
+    pub fn after(&self, micros: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(micros))
     }
 
     pub fn micros(&self) -> i64 {

@@ -282,6 +282,42 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// The flags of a pipeline stage on the test's topics: its admin listener, ingest's
+/// public listener, a group of the test's own, worker `w1`, and a one-second idle
+/// advance so that quiet days close quickly.
+pub fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public: std::net::SocketAddr) -> Vec<String> {
+    let mut args: Vec<String> = [
+        name,
+        "--bootstrap-servers",
+        &env.kafka.bootstrap_servers,
+        "--topic-prefix",
+        &env.kafka.topic_prefix,
+        "--admin-addr",
+        &admin.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if name == "ingest" {
+        args.extend(["--listen-addr".into(), public.to_string()]);
+        args.extend([
+            "--ip-rate".into(),
+            "100000".into(),
+            "--ip-burst".into(),
+            "100000".into(),
+        ]);
+    } else {
+        args.extend([
+            "--group-id".into(),
+            env.unique_id(name),
+            "--worker-id".into(),
+            "w1".into(),
+            "--idle-advance".into(),
+            "1s".into(),
+        ]);
+    }
+    args
+}
+
 /// A free port on 127.0.0.1 for a listener a test starts.
 pub fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}"));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use sales_tests::reference::expected_reports;
-use sales_tests::{PrivateBroker, TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use sales_tests::{PrivateBroker, TestEnv, eventually, free_local_addr, http_get, read_exactly, stage_args};
 use schemas::records::{EventName, WidgetEvent};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
@@ -59,39 +59,6 @@ impl Drop for StageProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public: std::net::SocketAddr) -> Vec<String> {
-    let mut args: Vec<String> = [
-        name,
-        "--bootstrap-servers",
-        &env.kafka.bootstrap_servers,
-        "--topic-prefix",
-        &env.kafka.topic_prefix,
-        "--admin-addr",
-        &admin.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    if name == "ingest" {
-        args.extend(["--listen-addr".into(), public.to_string()]);
-        args.extend([
-            "--ip-rate".into(),
-            "100000".into(),
-            "--ip-burst".into(),
-            "100000".into(),
-        ]);
-    } else {
-        args.extend([
-            "--group-id".into(),
-            env.unique_id(name),
-            "--worker-id".into(),
-            "w1".into(),
-            "--idle-advance".into(),
-            "1s".into(),
-        ]);
-    }
-    args
 }
 
 /// Posts a live cart event until ingest accepts it (retrying refusals while the broker

@@ -11,7 +11,7 @@ use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use sales_tests::reference::expected_reports;
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use sales_tests::{TestEnv, eventually, free_local_addr, http_get, read_exactly, stage_args};
 use schemas::records::{AgentNotification, DailySalesReport, EventName};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
@@ -42,29 +42,7 @@ impl Pipeline {
         let mut tasks = Vec::new();
         for stage in ["ingest", "enricher", "attributor", "reporter"] {
             let admin = free_local_addr();
-            let mut argv: Vec<String> = [
-                stage,
-                "--bootstrap-servers",
-                &env.kafka.bootstrap_servers,
-                "--topic-prefix",
-                &env.kafka.topic_prefix,
-                "--admin-addr",
-                &admin.to_string(),
-            ]
-            .map(String::from)
-            .to_vec();
-            if stage == "ingest" {
-                argv.extend(["--listen-addr".into(), ingest.to_string()]);
-            } else {
-                argv.extend([
-                    "--group-id".into(),
-                    env.unique_id(stage),
-                    "--worker-id".into(),
-                    "w1".into(),
-                    "--idle-advance".into(),
-                    "1s".into(),
-                ]);
-            }
+            let argv = stage_args(env, stage, admin, ingest);
             let shutdown = shutdown.clone();
             tasks.push(match stage {
                 "ingest" => tokio::spawn(ingest::run(ingest::Config::try_parse_from(argv).unwrap(), shutdown)),
