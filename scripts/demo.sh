@@ -17,6 +17,9 @@ export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 # Each run on topics of its own, so a second run does not meet the first one's orders
 # (it would drop them as duplicates). Set SALES_TOPIC_PREFIX to choose it.
 export SALES_TOPIC_PREFIX=${SALES_TOPIC_PREFIX-demo-$(date +%s).}
+# The week arrives at once: late orders for a day already published are gathered for 3 s
+# (1 minute by default) before it is published again.
+export REPORT_REVISION_DELAY=${REPORT_REVISION_DELAY:-3s}
 LOG_DIR=${DEMO_LOG_DIR:-${TMPDIR:-/tmp}/sales-demo}
 mkdir -p "$LOG_DIR"
 
@@ -105,20 +108,19 @@ curl -sS -w ' %{http_code}\n' -H 'Content-Type: application/json' \
 say "Waiting for the week's days to close and their reports to be published"
 FROM=$(date -u -d '8 days ago' +%F)
 TO=$(date -u -d 'yesterday' +%F)
-count_reports() {
-  local total=0
+reports() {
   for org in org_nordic org_harbor org_sakura; do
-    n=$("$BIN/salesctl" report --org "$org" --from "$FROM" --to "$TO" --json | wc -l)
-    total=$((total + n))
+    "$BIN/salesctl" report --org "$org" --from "$FROM" --to "$TO" --json
   done
-  echo "$total"
 }
-last=-1; stable=0
+# Done when the reports stop changing: every day published, late orders' revisions in.
+last=""; stable=0; now=0
 for _ in $(seq 1 60); do
-  now=$(count_reports)
-  if [[ "$now" -gt 0 && "$now" == "$last" ]]; then stable=$((stable + 1)); else stable=0; fi
-  [[ $stable -ge 2 ]] && break
-  last=$now
+  current=$(reports | sha256sum)
+  now=$(reports | wc -l)
+  if [[ "$now" -gt 0 && "$current" == "$last" ]]; then stable=$((stable + 1)); else stable=0; fi
+  [[ $stable -ge 3 ]] && break
+  last=$current
   sleep 2
 done
 echo "$now daily reports published"

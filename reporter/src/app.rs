@@ -4,8 +4,9 @@
 //! order is added to its organization's org-local day (timezone from the organization's
 //! settings) and to the wins counter, which is published at once to `sales.wins`. A
 //! timer at the day's end plus the grace period publishes the day's report to
-//! `sales.reports.daily` (keyed `org:date`); an order for a day already published
-//! republishes it with the next revision.
+//! `sales.reports.daily` (keyed `org:date`); orders for a day already published
+//! republish it with the next revision, gathered for the revision delay (event time)
+//! so that a backlog of late orders makes one revision.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use ingest::settings::Organizations;
 use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
-use schemas::records::{AttributedOrder, DailySalesReport, ReportState, WinsCounter};
+use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
 use schemas::values::{Timestamp, duration_micros};
 
@@ -24,6 +25,9 @@ use crate::rollup;
 pub const DAYS: &str = "days";
 /// An organization's wins counter (`org` → `WinsCounter`).
 pub const WINS: &str = "wins";
+/// Published days with late orders waiting to be published again (`org:date` →
+/// `SeenEvent`, when the first of them came).
+pub const REVISIONS: &str = "revisions";
 
 /// The reporter's time spans, in event time.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +36,9 @@ pub struct Periods {
     pub grace: Duration,
     /// How long after a day ends it is kept for late orders (and revisions).
     pub retention: Duration,
+    /// How long late orders for a published day are gathered before it is published
+    /// again: a backlog of them makes one revision, not one each.
+    pub revision_delay: Duration,
 }
 
 #[derive(Debug)]
@@ -41,6 +48,7 @@ struct Shared {
     wins: String,
     grace: i64,
     retention: i64,
+    revision_delay: i64,
     organizations: Organizations,
     metrics: ReporterMetrics,
 }
@@ -68,6 +76,7 @@ impl Reporter {
                 wins: topics.name(Topic::Wins),
                 grace: duration_micros(periods.grace),
                 retention: duration_micros(periods.retention),
+                revision_delay: duration_micros(periods.revision_delay),
                 organizations,
                 metrics,
             }),
@@ -85,7 +94,7 @@ impl Application for Reporter {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        [DAYS, WINS]
+        [DAYS, WINS, REVISIONS]
             .into_iter()
             .map(|name| StoreSpec {
                 name,
@@ -143,10 +152,15 @@ impl Task for ReporterTask {
             .unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
         rollup::add_order(&mut day, &order);
         if day.published_revision.is_some() {
-            // The day was already published: publish it again, corrected.
-            let report = rollup::publish(&mut day, ctx.stream_time());
-            self.emit_report(ctx, &key, &report)?;
-            self.shared.metrics.revisions.inc();
+            // The day was already published: publish it again, corrected, once the late
+            // orders that come with this one are in too.
+            if ctx.store(REVISIONS).get(key.as_bytes()).is_none() {
+                let since = encode(&SeenEvent {
+                    seen_at: ctx.stream_time(),
+                })?;
+                ctx.store(REVISIONS).put(key.as_bytes(), since);
+                ctx.schedule(ctx.stream_time().after(self.shared.revision_delay), key.as_bytes());
+            }
         } else {
             let publish_at = day_end.after(self.shared.grace);
             ctx.schedule(publish_at, key.as_bytes());
@@ -164,14 +178,22 @@ impl Task for ReporterTask {
         Ok(())
     }
 
-    /// A day closed: publish its report (once; later orders republish it themselves).
+    /// A day closed: publish its report; or late orders for a published day were
+    /// gathered: publish it again with the next revision.
     fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
         let result = (|| -> Result<(), Reject> {
             let Some(mut day) = ctx.load::<ReportState>(DAYS, tag)? else {
                 return Ok(());
             };
-            if day.published_revision.is_some() {
-                return Ok(());
+            let revision = day.published_revision.is_some();
+            if revision {
+                if ctx.store(REVISIONS).get(tag).is_none() {
+                    return Ok(());
+                }
+                ctx.store(REVISIONS).delete(tag);
+                self.shared.metrics.revisions.inc();
+            } else {
+                self.shared.metrics.reports.inc();
             }
             let report = rollup::publish(&mut day, ctx.stream_time());
             let key = String::from_utf8_lossy(tag).into_owned();
@@ -183,7 +205,6 @@ impl Task for ReporterTask {
             let kept_until = day_end.after(self.shared.retention);
             let bytes = encode(&day)?;
             ctx.store(DAYS).put_expiring(tag, bytes, Some(kept_until));
-            self.shared.metrics.reports.inc();
             Ok(())
         })();
         if let Err(Reject(reason)) = result {

@@ -52,6 +52,12 @@ pub struct Config {
     /// can still revise its report; an order older than that is logged and not counted.
     #[arg(long, env = "REPORT_RETENTION", default_value = "35days", value_parser = humantime::parse_duration)]
     pub report_retention: Duration,
+
+    /// How long (in event time; the wall clock once input is idle) late orders for a
+    /// day already published are gathered before the day is published again, so a
+    /// burst of them makes one revision rather than one each.
+    #[arg(long, env = "REPORT_REVISION_DELAY", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub revision_delay: Duration,
 }
 
 /// Runs the reporter until shutdown is requested.
@@ -76,6 +82,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let periods = app::Periods {
         grace: config.report_grace,
         retention: config.report_retention,
+        revision_delay: config.revision_delay,
     };
     let topics = config.kafka.topic_names()?;
     let app = app::Reporter::new(&config.group_id, &topics, periods, organizations.clone(), metrics);

@@ -315,6 +315,9 @@ pub fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public
             "1s".into(),
         ]);
     }
+    if name == "reporter" {
+        args.extend(["--revision-delay".into(), "2s".into()]);
+    }
     args
 }
 

@@ -82,6 +82,8 @@ async fn start_reporter(env: &TestEnv, group: &str) -> RunningReporter {
         "w1",
         "--idle-advance",
         "1s",
+        "--revision-delay",
+        "2s",
     ])
     .unwrap();
     let shutdown = Shutdown::new();
