@@ -228,7 +228,9 @@ async fn a_counting_stage_killed_again_and_again_counts_every_record_exactly_onc
     let env = TestEnv::new().await;
     setup(&env).await;
     let app = env.unique_id("counter");
-    let records = 50_000;
+    // Enough input that a worker cannot finish it between two kills: the runtime
+    // processes tens of thousands of records a second.
+    let records = 200_000;
     let expected = produce(&env, records, 200, 7).await;
     let watch = OutputWatch::start(&env);
 
@@ -236,13 +238,13 @@ async fn a_counting_stage_killed_again_and_again_counts_every_record_exactly_onc
     // mark, plus a random moment: always mid-run, with a transaction open.
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut killed_at = Vec::new();
-    for mark in [5_000, 15_000, 25_000, 35_000] {
+    for mark in [20_000, 60_000, 100_000, 140_000] {
         let worker = WorkerProcess::spawn(&env, &app, "w1");
         assert!(
             watch.wait_for(mark, Duration::from_secs(60)).await,
             "no progress past {mark}"
         );
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
         worker.kill();
         killed_at.push(watch.read());
     }
