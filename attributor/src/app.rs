@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
     AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder, SeenEvent,
@@ -103,13 +103,7 @@ impl Application for Attributor {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        [CHATS, PENDING, HISTORY, WATERMARK]
-            .into_iter()
-            .map(|name| StoreSpec {
-                name,
-                kind: StoreKind::KeyValue,
-            })
-            .collect()
+        StoreSpec::key_value(&[CHATS, PENDING, HISTORY, WATERMARK])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {

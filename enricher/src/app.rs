@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
     AgentNotification, CartState, ChatEvent, CustomerChats, EnrichedOrder, EventName, NotificationKind, SeenEvent,
@@ -102,13 +102,7 @@ impl Application for Enricher {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        [CHATS, CARTS, EVENT_IDS, SEEN_ORDERS]
-            .into_iter()
-            .map(|name| StoreSpec {
-                name,
-                kind: StoreKind::KeyValue,
-            })
-            .collect()
+        StoreSpec::key_value(&[CHATS, CARTS, EVENT_IDS, SEEN_ORDERS])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {

@@ -73,6 +73,19 @@ pub struct StoreSpec {
     pub kind: StoreKind,
 }
 
+impl StoreSpec {
+    /// Key-value stores with these names.
+    pub fn key_value(names: &[&'static str]) -> Vec<StoreSpec> {
+        names
+            .iter()
+            .map(|name| StoreSpec {
+                name,
+                kind: StoreKind::KeyValue,
+            })
+            .collect()
+    }
+}
+
 /// A stage's processing logic.
 pub trait Application: Send + Sync + 'static {
     /// The application id: consumer group, transactional id prefix and changelog names

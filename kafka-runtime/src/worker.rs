@@ -606,25 +606,35 @@ impl Core {
     /// Takes a record from the consumer: a record of a synchronized input waits in its
     /// task for [`Core::drain_synchronized`]; any other is processed at once.
     fn accept(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
-        let mut polled = Polled {
-            topic: message.topic().to_string(),
+        let record = Record {
+            topic: message.topic(),
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
+            key: message.key(),
+            value: message.payload(),
             timestamp_ms: message.timestamp().to_millis(),
-            event_time: None,
         };
-        polled.event_time =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&polled.record()))).unwrap_or(None);
+        let event_time = std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&record))).unwrap_or(None);
+        // Only a record that has to wait is copied out of the consumer's buffer.
         if self.synchronized.len() > 1
-            && self.synchronized.contains(&polled.topic)
-            && let Some(task) = self.tasks.get_mut(&polled.partition)
+            && self.synchronized.iter().any(|input| input == record.topic)
+            && let Some(task) = self.tasks.get_mut(&record.partition)
         {
-            task.waiting.entry(polled.topic.clone()).or_default().push_back(polled);
+            task.waiting
+                .entry(record.topic.to_string())
+                .or_default()
+                .push_back(Polled {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    key: record.key.map(<[u8]>::to_vec),
+                    value: record.value.map(<[u8]>::to_vec),
+                    timestamp_ms: record.timestamp_ms,
+                    event_time,
+                });
             return Ok(());
         }
-        self.process(&polled)
+        self.process(&record, event_time)
     }
 
     /// Processes the waiting records of the synchronized inputs, earliest event time
@@ -636,7 +646,7 @@ impl Core {
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             while let Some(next) = self.next_synchronized(partition) {
-                self.process(&next)?;
+                self.process(&next.record(), next.event_time)?;
             }
         }
         Ok(())
@@ -670,9 +680,7 @@ impl Core {
     }
 
     /// Hands one record to its task and sends what it produced.
-    fn process(&mut self, polled: &Polled) -> Result<()> {
-        let record = polled.record();
-        let event_time = polled.event_time;
+    fn process(&mut self, record: &Record<'_>, event_time: Option<Timestamp>) -> Result<()> {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
@@ -700,7 +708,7 @@ impl Core {
             };
             // A panicking task must not crash-loop the stage on one record: the record is
             // dead-lettered like any rejected one.
-            std::panic::catch_unwind(AssertUnwindSafe(|| task.task.process(&mut ctx, &record)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| task.task.process(&mut ctx, record)))
                 .unwrap_or_else(|panic| Err(Reject(format!("the stage panicked: {}", panic_message(&panic)))))
         };
         // An output the broker would refuse fails every retry: refuse the input instead.
@@ -727,7 +735,7 @@ impl Core {
             // What a rejected record emitted before failing is not sent, only its dead
             // letter; its store changes were rolled back above.
             outputs.clear();
-            outputs.push(self.dead_letter(&record, reason));
+            outputs.push(self.dead_letter(record, reason));
         }
         let partition = record.partition;
         self.fire_timers(partition, &mut outputs);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::settings::Organizations;
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
@@ -94,13 +94,7 @@ impl Application for Reporter {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        [DAYS, WINS, REVISIONS]
-            .into_iter()
-            .map(|name| StoreSpec {
-                name,
-                kind: StoreKind::KeyValue,
-            })
-            .collect()
+        StoreSpec::key_value(&[DAYS, WINS, REVISIONS])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {
@@ -125,13 +119,7 @@ impl Task for ReporterTask {
         let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
         let order: AttributedOrder =
             schemas::decode(value).map_err(|e| Reject(format!("not an AttributedOrder: {e}")))?;
-        if record.key != Some(order.organization_id.as_bytes()) {
-            return Err(Reject(format!(
-                "key {:?} is not the organization {:?}",
-                record.key.map(String::from_utf8_lossy),
-                order.organization_id
-            )));
-        }
+        record.expect_key(&order.organization_id)?;
         if order.attribution.is_none() {
             self.shared.metrics.unattributed.inc();
             return Ok(());

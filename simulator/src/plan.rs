@@ -91,6 +91,19 @@ impl Plan {
     }
 }
 
+/// The (organization, order id) of every order among `writes`, each once.
+pub fn order_ids(writes: &[Write]) -> std::collections::HashSet<(String, String)> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Widget(e) if e.name == EventName::StoreOrderWasCreated => {
+                e.order.as_ref().map(|o| (e.organization_id.clone(), o.id.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 struct Gen {
     rng: StdRng,
     next_order: u64,

@@ -3,7 +3,7 @@
 //! `key -> count`. Exactly once means each key's outputs read `1, 2, ..., n` with no
 //! number missing or repeated, and `n` is the number of inputs of that key.
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext};
 
 pub const INPUT: &str = "counter.in";
 pub const OUTPUT: &str = "counter.out";
@@ -25,10 +25,7 @@ impl Application for Counting {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        vec![StoreSpec {
-            name: COUNTS,
-            kind: StoreKind::KeyValue,
-        }]
+        StoreSpec::key_value(&[COUNTS])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {

@@ -2,7 +2,7 @@
 //! joins them, repartitions the result under another key, and fires event-time timers:
 //! the runtime features the real stages build on, in miniature.
 
-use kafka_runtime::task::{Application, Record, Reject, StoreKind, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext};
 use schemas::values::Timestamp;
 
 pub const TABLE: &str = "join.table";
@@ -35,10 +35,7 @@ impl Application for Joining {
     }
 
     fn stores(&self) -> Vec<StoreSpec> {
-        vec![StoreSpec {
-            name: NAMES,
-            kind: StoreKind::KeyValue,
-        }]
+        StoreSpec::key_value(&[NAMES])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {

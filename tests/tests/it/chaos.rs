@@ -155,16 +155,7 @@ async fn killed_workers_and_a_broker_restart_change_no_figure() {
         simulator::write::records(&env.kafka, &producer, chunk).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let originals: HashSet<(String, String)> = plan
-        .past
-        .iter()
-        .filter_map(|w| match w {
-            Write::Widget(e) if e.name == EventName::StoreOrderWasCreated => {
-                Some((e.organization_id.clone(), e.order.as_ref().unwrap().id.clone()))
-            }
-            _ => None,
-        })
-        .collect();
+    let originals = simulator::plan::order_ids(&plan.past);
     let orders = env.consumer(&env.topic(Topic::Orders), "read_committed");
     read_exactly(
         &orders,

@@ -131,16 +131,7 @@ async fn a_simulated_week_gives_exactly_the_reports_of_the_reference() {
         .await
         .unwrap();
     // The second device's copies once the originals are through the dedupe.
-    let originals: std::collections::HashSet<(String, String)> = plan
-        .past
-        .iter()
-        .filter_map(|w| match w {
-            Write::Widget(e) if e.name == EventName::StoreOrderWasCreated => {
-                Some((e.organization_id.clone(), e.order.as_ref().unwrap().id.clone()))
-            }
-            _ => None,
-        })
-        .collect();
+    let originals = simulator::plan::order_ids(&plan.past);
     let orders = env.consumer(&env.topic(Topic::Orders), "read_committed");
     read_exactly(&orders, "the past orders", originals.len(), TIMEOUT, Duration::ZERO).await;
     simulator::write::records(&env.kafka, &producer, &plan.past_later)
