@@ -1,21 +1,20 @@
 //! The attributor as an application of the exactly-once runtime.
 //!
 //! One task per partition sees `chat.sessions` and `sales.orders` (both keyed
-//! `org:customer`, joined by event time). Chats go into the customer's chat store and
-//! move the partition's chat watermark (the latest chat event time seen). An order at T
-//! is decided once the watermark has reached T; until then it waits in the pending
-//! store, for at most the hold bound of event time (a timer), and is then decided with
-//! the chats known. The decision goes to `sales.orders.attributed` (keyed `org`) and the
-//! customer's new summary to `sales.customer-orders` (keyed `org:customer`).
+//! `org:customer`, joined by event time). Chats go into the customer's chat store. An
+//! order at T is decided once the watermark of `chat.sessions` has passed T (every chat
+//! event up to T is in); until then it waits in the pending store. A chat is forgotten
+//! only once the watermark of `sales.orders` (the orders that could still match it) has
+//! passed its end plus the window and the grace. The decision goes to
+//! `sales.orders.attributed` (keyed `org`) and the customer's new summary to
+//! `sales.customer-orders` (keyed `org:customer`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
-use schemas::records::{
-    AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder, SeenEvent,
-};
+use schemas::records::{AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder};
 use schemas::topics::{Topic, TopicNames};
 use schemas::validation::validate_chat_event;
 use schemas::values::{Timestamp, duration_micros};
@@ -30,20 +29,15 @@ pub const CHATS: &str = "chats";
 pub const PENDING: &str = "pending";
 /// A customer's sidebar summary (`org:customer` → `CustomerOrderSummary`).
 pub const HISTORY: &str = "history";
-/// The partition's chat watermark (one entry → `SeenEvent`).
-pub const WATERMARK: &str = "chat-watermark";
-const WATERMARK_KEY: &[u8] = b"chats";
 
 /// The rules' time spans, in event time.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {
     /// How long after a chat ended an order is still attributed to it.
     pub attribution: Duration,
-    /// How late (behind the partition's event time) an order may arrive and still see
-    /// every chat it could be attributed to: chats stay this long past the window.
+    /// How late (behind the orders' watermark) an order may arrive and still see every
+    /// chat it could be attributed to: chats stay this long past the window.
     pub grace: Duration,
-    /// The longest an order waits for the chat watermark.
-    pub max_hold: Duration,
     /// How long a customer's sidebar summary is kept after their last order.
     pub history: Duration,
 }
@@ -56,7 +50,6 @@ struct Shared {
     customer_orders: String,
     window: i64,
     chat_retention: i64,
-    max_hold: i64,
     history: i64,
     metrics: AttributorMetrics,
 }
@@ -80,7 +73,6 @@ impl Attributor {
                 customer_orders: topics.name(Topic::CustomerOrders),
                 window,
                 chat_retention: window.saturating_add(duration_micros(windows.grace)),
-                max_hold: duration_micros(windows.max_hold),
                 history: duration_micros(windows.history),
                 metrics,
             }),
@@ -102,8 +94,17 @@ impl Application for Attributor {
         self.inputs()
     }
 
+    fn written_inputs(&self) -> Vec<String> {
+        vec![self.shared.orders.clone()]
+    }
+
+    /// Decisions carry the orders' time, held back by the orders still waiting.
+    fn watermarked_outputs(&self) -> Vec<(String, Vec<String>)> {
+        vec![(self.shared.attributed.clone(), vec![self.shared.orders.clone()])]
+    }
+
     fn stores(&self) -> Vec<StoreSpec> {
-        StoreSpec::key_value(&[CHATS, PENDING, HISTORY, WATERMARK])
+        StoreSpec::key_value(&[CHATS, PENDING, HISTORY])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {
@@ -154,22 +155,20 @@ impl Task for AttributorTask {
         }
     }
 
-    /// The hold bound of a pending order ran out: decide with the chats known.
-    fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
-        let pending = match ctx.load::<PendingOrder>(PENDING, tag) {
-            Ok(Some(pending)) => pending,
-            // Already released by the watermark.
-            Ok(None) => return,
-            Err(Reject(reason)) => {
-                tracing::error!(%reason, "a pending order cannot be read; dropped");
-                ctx.store(PENDING).delete(tag);
-                return;
-            }
-        };
-        ctx.store(PENDING).delete(tag);
-        if let Err(Reject(reason)) = self.decide(ctx, &pending.order, "hold_expired") {
-            tracing::error!(%reason, order = %pending.order.order.id, "a held order could not be decided");
+    fn on_watermark(&mut self, ctx: &mut TaskContext<'_>) {
+        if let Err(Reject(reason)) = self.release(ctx) {
+            tracing::error!(%reason, "a held order could not be decided");
         }
+    }
+
+    fn held_since(&mut self, ctx: &mut TaskContext<'_>, output: &str) -> Option<Timestamp> {
+        if output != self.shared.attributed {
+            return None;
+        }
+        ctx.store(PENDING)
+            .prefix(&[])
+            .next()
+            .and_then(|(key, _)| pending_time(key))
     }
 }
 
@@ -180,7 +179,9 @@ impl AttributorTask {
         record.expect_key(&key)?;
         let mut chats: CustomerChats = ctx.load(CHATS, key.as_bytes())?.unwrap_or_default();
         if rules::chats::apply(&mut chats, event) {
-            match rules::chats::prune(&mut chats, ctx.stream_time(), self.shared.chat_retention) {
+            // Only orders can still claim a chat: it goes once their watermark is past.
+            let orders = ctx.input_watermark(&self.shared.orders);
+            match rules::chats::prune(&mut chats, orders, self.shared.chat_retention) {
                 Some(expiry) => {
                     let bytes = encode(&chats)?;
                     ctx.store(CHATS).put_expiring(key.as_bytes(), bytes, Some(expiry));
@@ -188,29 +189,19 @@ impl AttributorTask {
                 None => ctx.store(CHATS).delete(key.as_bytes()),
             }
         }
-        let watermark = self.watermark(ctx)?;
-        if watermark.is_none_or(|w| event.at > w) {
-            let bytes = encode(&SeenEvent { seen_at: event.at })?;
-            ctx.store(WATERMARK).put(WATERMARK_KEY, bytes);
-            self.release_up_to(ctx, event.at)?;
-        }
         Ok(())
     }
 
-    fn watermark(&self, ctx: &mut TaskContext<'_>) -> Result<Option<Timestamp>, Reject> {
-        Ok(ctx
-            .load::<SeenEvent>(WATERMARK, WATERMARK_KEY)?
-            .map(|seen| seen.seen_at))
-    }
-
-    /// Decides every pending order placed at or before `watermark`, oldest first.
-    fn release_up_to(&self, ctx: &mut TaskContext<'_>, watermark: Timestamp) -> Result<(), Reject> {
+    /// Decides every pending order placed before the chat stream's watermark, oldest
+    /// first.
+    fn release(&self, ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
+        let chats = ctx.input_watermark(&self.shared.chats);
         loop {
             let next = ctx
                 .store(PENDING)
                 .prefix(&[])
                 .next()
-                .filter(|(key, _)| pending_time(key).is_some_and(|at| at <= watermark))
+                .filter(|(key, _)| pending_time(key).is_some_and(|at| at < chats))
                 .map(|(key, value)| (key.to_vec(), value.to_vec()));
             let Some((key, value)) = next else {
                 return Ok(());
@@ -218,7 +209,6 @@ impl AttributorTask {
             ctx.store(PENDING).delete(&key);
             let pending =
                 schemas::decode::<PendingOrder>(&value).map_err(|e| Reject(format!("bad pending order: {e}")))?;
-            ctx.cancel(pending.hold_until, &key);
             self.decide(ctx, &pending.order, "watermark")?;
         }
     }
@@ -226,15 +216,17 @@ impl AttributorTask {
     fn on_order(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, order: EnrichedOrder) -> Result<(), Reject> {
         let key = keys::org_customer(&order.organization_id, &order.customer_id);
         record.expect_key(&key)?;
-        if self.watermark(ctx)?.is_some_and(|w| w >= order.placed_at) {
-            return self.decide(ctx, &order, "watermark");
+        if ctx.input_watermark(&self.shared.chats) > order.placed_at {
+            // Every chat event up to the order's time is in.
+            return self.decide(ctx, &order, "at_once");
         }
         // Chat events up to this order's time may still be on their way: wait for them.
-        let hold_until = order.placed_at.after(self.shared.max_hold);
         let pending_key = pending_key(&order);
-        let bytes = encode(&PendingOrder { order, hold_until })?;
+        let bytes = encode(&PendingOrder {
+            hold_until: order.placed_at,
+            order,
+        })?;
         ctx.store(PENDING).put(&pending_key, bytes);
-        ctx.schedule(hold_until, &pending_key);
         self.shared.metrics.held.inc();
         Ok(())
     }

@@ -50,14 +50,8 @@ pub struct Config {
     #[arg(long, env = "ATTRIBUTION_WINDOW", default_value = "30days", value_parser = humantime::parse_duration)]
     pub attribution_window: Duration,
 
-    /// The longest an order waits, in event time, for the chat stream's watermark to
-    /// pass it before it is decided with the chats known so far.
-    #[arg(long = "attribution-max-hold", env = "ATTRIBUTION_MAX_HOLD", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub max_hold: Duration,
-
-    /// How far behind the partition's latest event time an order may arrive and still
-    /// be attributed correctly: ended chats are kept this long past the attribution
-    /// window.
+    /// How far behind the orders' watermark an order may arrive (late) and still be
+    /// attributed correctly: ended chats are kept this long past the attribution window.
     #[arg(long = "attribution-grace", env = "ATTRIBUTION_GRACE", default_value = "2days", value_parser = humantime::parse_duration)]
     pub grace: Duration,
 
@@ -76,7 +70,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let windows = app::Windows {
         attribution: config.attribution_window,
         grace: config.grace,
-        max_hold: config.max_hold,
         history: config.history_retention,
     };
     let app = app::Attributor::new(&config.group_id, &config.kafka.topic_names()?, windows, metrics);

@@ -6,9 +6,12 @@
 //!   event id deduped, the cart kept, and it is matched to the chat active at its
 //!   `received_at`. A cart event notifies that chat at once; an order is sent on to
 //!   `sales.orders.by-id`, keyed `org:order_id`, carrying the chat it was placed in.
-//! - `sales.orders.by-id` (keyed `org:order_id`): the seen-set lets the first
-//!   occurrence of an order through to `sales.orders` (keyed `org:customer` again) and
-//!   to its chat's notification, and drops the others.
+//! - `sales.orders.by-id` (keyed `org:order_id`, written by every enricher task): each
+//!   occurrence of an order waits in `pending-orders` until the topic's watermark (the
+//!   minimum over its writers) has passed its time; then the earliest placed occurrence
+//!   (on a tie, the smaller event id) goes through to `sales.orders` (keyed
+//!   `org:customer` again) and to its chat's notification, and the seen-set drops the
+//!   others. Which copy wins never depends on the order the copies arrive in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,10 @@ pub const CARTS: &str = "carts";
 pub const EVENT_IDS: &str = "event-ids";
 /// The order dedupe seen-set (`org:order_id` → `SeenOrder`).
 pub const SEEN_ORDERS: &str = "seen-orders";
+/// Occurrences of orders waiting for the by-id watermark (`placed_at (8 bytes,
+/// big-endian, sign-flipped) ++ org:order_id ++ \0 ++ event_id` → `EnrichedOrder`), in
+/// the order they are decided in.
+pub const PENDING_ORDERS: &str = "pending-orders";
 
 /// How long, in event time, each kind of state is kept.
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +108,22 @@ impl Application for Enricher {
         vec![self.shared.chats.clone(), self.shared.raw.clone()]
     }
 
+    fn written_inputs(&self) -> Vec<String> {
+        vec![self.shared.by_id.clone()]
+    }
+
+    /// The by-id repartition carries the widget events' time; `sales.orders` the by-id
+    /// topic's (held back by the occurrences still waiting).
+    fn watermarked_outputs(&self) -> Vec<(String, Vec<String>)> {
+        let s = &self.shared;
+        vec![
+            (s.by_id.clone(), vec![s.raw.clone()]),
+            (s.orders.clone(), vec![s.by_id.clone()]),
+        ]
+    }
+
     fn stores(&self) -> Vec<StoreSpec> {
-        StoreSpec::key_value(&[CHATS, CARTS, EVENT_IDS, SEEN_ORDERS])
+        StoreSpec::key_value(&[CHATS, CARTS, EVENT_IDS, SEEN_ORDERS, PENDING_ORDERS])
     }
 
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {
@@ -146,6 +167,37 @@ impl Task for EnricherTask {
             self.on_order(ctx, record, value, &order)
         }
     }
+
+    fn on_watermark(&mut self, ctx: &mut TaskContext<'_>) {
+        if let Err(Reject(reason)) = self.release_orders(ctx) {
+            tracing::error!(%reason, "a waiting order could not be decided");
+        }
+    }
+
+    fn held_since(&mut self, ctx: &mut TaskContext<'_>, output: &str) -> Option<Timestamp> {
+        if output != self.shared.orders {
+            return None;
+        }
+        ctx.store(PENDING_ORDERS)
+            .prefix(&[])
+            .next()
+            .and_then(|(key, _)| pending_time(key))
+    }
+}
+
+/// The pending store's key of an occurrence: its time first, so a scan meets them in the
+/// order they are decided in, then the order, then the event id (the tie-break).
+fn pending_key(order: &EnrichedOrder) -> Vec<u8> {
+    let mut key = ((order.placed_at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(keys::org_order(&order.organization_id, &order.order.id).as_bytes());
+    key.push(0);
+    key.extend_from_slice(order.event_id.as_bytes());
+    key
+}
+
+fn pending_time(key: &[u8]) -> Option<Timestamp> {
+    let (at, _) = key.split_first_chunk::<8>()?;
+    Some(Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64))
 }
 
 impl EnricherTask {
@@ -158,7 +210,7 @@ impl EnricherTask {
             self.shared.metrics.duplicate_chat_events.inc();
             return Ok(());
         }
-        match rules::chats::prune(&mut chats, ctx.stream_time(), self.shared.retention_chats) {
+        match rules::chats::prune(&mut chats, ctx.watermark(), self.shared.retention_chats) {
             Some(expiry) => {
                 let bytes = encode(&chats)?;
                 ctx.store(CHATS).put_expiring(key.as_bytes(), bytes, Some(expiry));
@@ -249,6 +301,7 @@ impl EnricherTask {
         self.notify(ctx, &notification)
     }
 
+    /// An occurrence of an order from any enricher task: it waits for the watermark.
     fn on_order(
         &self,
         ctx: &mut TaskContext<'_>,
@@ -259,10 +312,54 @@ impl EnricherTask {
         let key = keys::org_order(&order.organization_id, &order.order.id);
         record.expect_key(&key)?;
         if ctx.store(SEEN_ORDERS).get(key.as_bytes()).is_some() {
-            self.shared.metrics.duplicate_orders.inc();
-            tracing::debug!(order = %key, customer = %order.customer_id, "duplicate order dropped");
-            return Ok(());
+            // Decided already: this copy came after the watermark passed the winner.
+            return self.duplicate(&key, order);
         }
+        ctx.store(PENDING_ORDERS).put(&pending_key(order), value.to_vec());
+        self.release_orders(ctx)
+    }
+
+    fn duplicate(&self, key: &str, order: &EnrichedOrder) -> Result<(), Reject> {
+        self.shared.metrics.duplicate_orders.inc();
+        tracing::debug!(order = %key, customer = %order.customer_id, "duplicate order dropped");
+        Ok(())
+    }
+
+    /// Decides every waiting occurrence placed before the by-id watermark, earliest
+    /// first: the first of an order wins, the others are duplicates.
+    fn release_orders(&self, ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
+        let watermark = ctx.input_watermark(&self.shared.by_id);
+        loop {
+            let next = ctx
+                .store(PENDING_ORDERS)
+                .prefix(&[])
+                .next()
+                .filter(|(key, _)| pending_time(key).is_some_and(|at| at < watermark))
+                .map(|(key, value)| (key.to_vec(), value.to_vec()));
+            let Some((pending, value)) = next else {
+                return Ok(());
+            };
+            ctx.store(PENDING_ORDERS).delete(&pending);
+            let order = schemas::decode::<EnrichedOrder>(&value)
+                .map_err(|e| Reject(format!("a waiting order does not decode: {e}")))?;
+            let key = keys::org_order(&order.organization_id, &order.order.id);
+            if ctx.store(SEEN_ORDERS).get(key.as_bytes()).is_some() {
+                self.duplicate(&key, &order)?;
+                continue;
+            }
+            self.accept_order(ctx, &key, &value, &order)?;
+        }
+    }
+
+    /// The occurrence that counts: remembered in the seen-set, sent to `sales.orders`
+    /// and, when a chat was live, to its agents.
+    fn accept_order(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        key: &str,
+        value: &[u8],
+        order: &EnrichedOrder,
+    ) -> Result<(), Reject> {
         let seen = encode(&SeenOrder {
             event_id: order.event_id.clone(),
             customer_id: order.customer_id.clone(),

@@ -78,10 +78,18 @@ pub struct ProcessingArgs {
     #[arg(long, env = "MAX_TASK_IDLE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub max_task_idle: std::time::Duration,
 
-    /// A task whose input has been quiet this long takes the wall clock as its event
-    /// time, so timers and expiry still happen (a day still closes) without new input.
-    #[arg(long, env = "IDLE_ADVANCE", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// A source input (widget events, chat events) read to the end of its partition and
+    /// quiet this long takes the wall clock, minus the allowed lateness, as its watermark,
+    /// so timers and expiry still happen (a day still closes) without new input. Never
+    /// while records of the partition are still to be read.
+    #[arg(long, env = "IDLE_ADVANCE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub idle_advance: std::time::Duration,
+
+    /// How far behind the wall clock a quiet source's watermark stays: a record that
+    /// arrives later than this behind its own time is late (processed at once, counted
+    /// in `stream_late_records`).
+    #[arg(long, env = "ALLOWED_LATENESS", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub allowed_lateness: std::time::Duration,
 
     /// Stable id of this worker, unique among the stage's replicas (default: the host
     /// name). A restarted worker with the same id takes its partitions back at once and

@@ -10,6 +10,7 @@
 //! - [`topic_admin`]: creates the pipeline's topics and verifies existing ones.
 //! - [`store`]: state stores (key-value, windowed) backed by changelog topics.
 //! - [`task`]: what a stage plugs into the runtime (application, tasks, context).
+//! - [`watermark`]: how far event time has provably advanced, carried across repartitions.
 //! - [`worker`]: the exactly-once consume-transform-produce loop.
 //! - [`stage`]: puts the above together for a stage binary.
 //! - [`error`]: this crate's error type.
@@ -24,6 +25,7 @@ pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod topic_admin;
+pub mod watermark;
 pub mod worker;
 
 pub use error::Error;

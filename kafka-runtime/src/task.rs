@@ -11,6 +11,7 @@ use std::time::Duration;
 use schemas::values::Timestamp;
 
 use crate::store::{KvStore, WindowStore};
+use crate::watermark::{BEGINNING, InputClock};
 
 /// One input record.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +104,21 @@ pub trait Application: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Inputs written by stage tasks (a repartition topic, an earlier stage's output):
+    /// their watermark is the minimum over the marks of every writer task. Every other
+    /// input is a source, whose watermark follows its own records.
+    fn written_inputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Outputs that another stage (or this one) reads as a written input, each with the
+    /// inputs whose records lead to its records: the task sends every partition of such
+    /// an output the minimum of those inputs' watermarks (and of what it still holds, see
+    /// [`Task::held_since`]) inside its transactions.
+    fn watermarked_outputs(&self) -> Vec<(String, Vec<String>)> {
+        Vec::new()
+    }
+
     /// The task's stores.
     fn stores(&self) -> Vec<StoreSpec> {
         Vec::new()
@@ -121,9 +137,18 @@ pub trait Application: Send + Sync + 'static {
 pub trait Task: Send {
     fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject>;
 
-    /// A timer set with [`TaskContext::schedule`] is due: the task's stream time (its
-    /// watermark) has passed `at`.
+    /// A timer set with [`TaskContext::schedule`] is due: the task's watermark has
+    /// reached `at`.
     fn on_timer(&mut self, _ctx: &mut TaskContext<'_>, _at: Timestamp, _tag: &[u8]) {}
+
+    /// The watermark of an input advanced: decide what was waiting for it.
+    fn on_watermark(&mut self, _ctx: &mut TaskContext<'_>) {}
+
+    /// The earliest event time of a record the task still holds and may yet send to
+    /// `output` (a watermarked output): the output's watermark stays behind it.
+    fn held_since(&mut self, _ctx: &mut TaskContext<'_>, _output: &str) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// An output record, sent in the open transaction.
@@ -141,6 +166,8 @@ pub struct Stores {
     pub(crate) windows: BTreeMap<&'static str, WindowStore>,
     /// Timers: key `at (big-endian, sign-flipped) ++ tag`, empty value.
     pub(crate) timers: KvStore,
+    /// The inputs' watermarks: key `input topic ++ \0 ++ clock entry`.
+    pub(crate) watermarks: KvStore,
 }
 
 impl Stores {
@@ -166,23 +193,54 @@ impl Stores {
             .map(|(name, store)| (*name, store))
             .chain(self.windows.iter_mut().map(|(name, w)| (*name, w.store())))
             .chain(std::iter::once((TIMERS_STORE, &mut self.timers)))
+            .chain(std::iter::once((WATERMARKS_STORE, &mut self.watermarks)))
     }
 
     pub(crate) fn bytes(&self) -> usize {
         self.kv.values().map(KvStore::bytes).sum::<usize>()
             + self.windows.values().map(|w| w.bytes()).sum::<usize>()
             + self.timers.bytes()
+            + self.watermarks.bytes()
     }
 
     pub(crate) fn keys(&self) -> usize {
         self.kv.values().map(KvStore::len).sum::<usize>()
             + self.windows.values().map(WindowStore::len).sum::<usize>()
             + self.timers.len()
+            + self.watermarks.len()
     }
 }
 
 /// The internal store holding a task's timers.
 pub const TIMERS_STORE: &str = "timers";
+/// The internal store holding a task's input watermarks.
+pub const WATERMARKS_STORE: &str = "watermarks";
+
+/// The watermarks of a task's inputs (partition `p` of each).
+#[derive(Debug, Clone, Default)]
+pub struct Clocks {
+    pub(crate) inputs: Vec<(String, InputClock)>,
+}
+
+impl Clocks {
+    /// The task's watermark: the minimum over its inputs.
+    pub fn watermark(&self) -> Timestamp {
+        crate::watermark::min_of(self.inputs.iter().map(|(_, c)| c))
+    }
+
+    /// The watermark of input `topic` (the beginning for a topic that is not an input).
+    pub fn input(&self, topic: &str) -> Timestamp {
+        self.clock(topic).map_or(BEGINNING, InputClock::watermark)
+    }
+
+    pub(crate) fn clock(&self, topic: &str) -> Option<&InputClock> {
+        self.inputs.iter().find(|(t, _)| t == topic).map(|(_, c)| c)
+    }
+
+    pub(crate) fn clock_mut(&mut self, topic: &str) -> Option<&mut InputClock> {
+        self.inputs.iter_mut().find(|(t, _)| t == topic).map(|(_, c)| c)
+    }
+}
 
 pub(crate) fn timer_key(at: Timestamp, tag: &[u8]) -> Vec<u8> {
     let mut key = ((at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
@@ -199,7 +257,7 @@ pub(crate) fn timer_at(key: &[u8]) -> Option<(Timestamp, &[u8])> {
 #[derive(Debug)]
 pub struct TaskContext<'a> {
     pub(crate) partition: i32,
-    pub(crate) stream_time: Timestamp,
+    pub(crate) clocks: &'a Clocks,
     pub(crate) stores: &'a mut Stores,
     pub(crate) outputs: &'a mut Vec<Output>,
 }
@@ -210,10 +268,15 @@ impl TaskContext<'_> {
         self.partition
     }
 
-    /// The highest event time this task has seen (or, for idle input, the wall clock):
-    /// the watermark timers and expiry follow.
-    pub fn stream_time(&self) -> Timestamp {
-        self.stream_time
+    /// The task's watermark, the minimum over its inputs': no record earlier than it is
+    /// expected any more. Timers and store expiry follow it.
+    pub fn watermark(&self) -> Timestamp {
+        self.clocks.watermark()
+    }
+
+    /// The watermark of one input (its full topic name).
+    pub fn input_watermark(&self, topic: &str) -> Timestamp {
+        self.clocks.input(topic)
     }
 
     /// Sends a record to `topic` in the open transaction (the default partitioner places
@@ -252,7 +315,7 @@ impl TaskContext<'_> {
             .unwrap_or_else(|| panic!("window store {name:?} is not declared by the application"))
     }
 
-    /// Calls [`Task::on_timer`] with `tag` once stream time reaches `at`. Timers are
+    /// Calls [`Task::on_timer`] with `tag` once the task's watermark reaches `at`. Timers are
     /// state: they survive restarts and move with the partition.
     pub fn schedule(&mut self, at: Timestamp, tag: &[u8]) {
         self.stores.timers.put(&timer_key(at, tag), Vec::new());

@@ -93,6 +93,12 @@ impl Application for Reporter {
         vec![self.shared.input.clone()]
     }
 
+    /// Every attributor task writes to every partition: a day closes when all of them
+    /// have passed it.
+    fn written_inputs(&self) -> Vec<String> {
+        vec![self.shared.input.clone()]
+    }
+
     fn stores(&self) -> Vec<StoreSpec> {
         StoreSpec::key_value(&[DAYS, WINS, REVISIONS])
     }
@@ -128,7 +134,7 @@ impl Task for ReporterTask {
         let tz = rollup::timezone(settings.as_ref().map(|s| s.timezone.as_str()));
         let (date, day_end) = rollup::local_day(order.placed_at, tz);
         let kept_until = day_end.after(self.shared.retention);
-        if kept_until < ctx.stream_time() {
+        if kept_until < ctx.watermark() {
             self.shared.metrics.too_late.inc();
             tracing::warn!(organization = %order.organization_id, order = %order.order_id, %date, "an order for a day no longer kept; not counted");
             return Ok(());
@@ -144,10 +150,10 @@ impl Task for ReporterTask {
             // orders that come with this one are in too.
             if ctx.store(REVISIONS).get(key.as_bytes()).is_none() {
                 let since = encode(&SeenEvent {
-                    seen_at: ctx.stream_time(),
+                    seen_at: ctx.watermark(),
                 })?;
                 ctx.store(REVISIONS).put(key.as_bytes(), since);
-                ctx.schedule(ctx.stream_time().after(self.shared.revision_delay), key.as_bytes());
+                ctx.schedule(ctx.watermark().after(self.shared.revision_delay), key.as_bytes());
             }
         } else {
             let publish_at = day_end.after(self.shared.grace);
@@ -183,7 +189,7 @@ impl Task for ReporterTask {
             } else {
                 self.shared.metrics.reports.inc();
             }
-            let report = rollup::publish(&mut day, ctx.stream_time());
+            let report = rollup::publish(&mut day, ctx.watermark());
             let key = String::from_utf8_lossy(tag).into_owned();
             self.emit_report(ctx, &key, &report)?;
             // Kept as long as before: until its end plus the retention.

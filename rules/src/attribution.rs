@@ -56,7 +56,9 @@ pub fn attribute<'a>(
         chat_id: chat.chat_id.clone(),
         team_id: chat.team_id.clone(),
         chat_started_at: started_at,
-        chat_ended_at: chat.ended_at,
+        // Only an end already past at T: whether a later end has arrived yet depends on
+        // when the order is decided, and the record must not.
+        chat_ended_at: chat.ended_at.filter(|end| *end <= at),
         agents,
         handled_by,
         ai_agent_chat: ai,

@@ -65,7 +65,7 @@ impl Task for JoinTask {
         let joined = [key, b":", &name].concat();
         let topic = format!("{}{JOINED}", self.prefix);
         ctx.emit(&topic, Some(value), Some(&joined));
-        let at = Timestamp(ctx.stream_time().micros() + 1_000_000);
+        let at = Timestamp(ctx.watermark().micros() + 1_000_000);
         ctx.schedule(at, &[key, b"\0", value].concat());
         Ok(())
     }

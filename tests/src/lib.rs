@@ -166,6 +166,44 @@ impl TestEnv {
     }
 }
 
+/// Stands in for the stage that writes a topic a stage reads as a written input: one
+/// writer whose watermark follows the wall clock, marked on every partition every 200 ms
+/// until dropped.
+#[derive(Debug)]
+pub struct UpstreamClock(tokio::task::JoinHandle<()>);
+
+impl Drop for UpstreamClock {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl TestEnv {
+    pub fn upstream_clock(&self, topic: &str) -> UpstreamClock {
+        let producer: FutureProducer = self.client_config().set("acks", "all").create().unwrap();
+        let topic = topic.to_string();
+        UpstreamClock(tokio::spawn(async move {
+            loop {
+                let mark = kafka_runtime::watermark::Mark {
+                    app: "test-upstream".into(),
+                    task: 0,
+                    writers: 1,
+                    at: schemas::values::Timestamp::from_datetime(chrono::Utc::now()),
+                };
+                for partition in 0..TEST_PARTITIONS {
+                    let (key, value) = (mark.key(), mark.value());
+                    let record = rdkafka::producer::FutureRecord::to(&topic)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&value);
+                    let _ = producer.send(record, Duration::from_secs(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    }
+}
+
 /// A record read back: key and value bytes.
 pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -186,12 +224,16 @@ pub async fn read_exactly(
             Err(_) => panic!("{what}: {} of {n} records within {timeout:?}", records.len()),
             // A topic created moments ago may be unknown to the first metadata request.
             Ok(Err(_)) => continue,
+            // A watermark mark of the runtime is not data.
+            Ok(Ok(m)) if kafka_runtime::watermark::is_mark(m.key()) => {}
             Ok(Ok(m)) => records.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))),
         }
     }
     let quiet_until = tokio::time::Instant::now() + quiet;
     while let Ok(next) = tokio::time::timeout_at(quiet_until, consumer.recv()).await {
-        if let Ok(m) = next {
+        if let Ok(m) = next
+            && !kafka_runtime::watermark::is_mark(m.key())
+        {
             panic!(
                 "{what}: more than {n} records; the next has key {:?}",
                 m.key().map(String::from_utf8_lossy)
@@ -386,6 +428,7 @@ impl InProcessWorker {
                 commit_max_records: 10_000,
                 max_task_idle: Duration::from_millis(20),
                 idle_advance,
+                allowed_lateness: Duration::from_secs(2),
                 worker_id: Some("w1".into()),
                 changelog_replication: 1,
             },

@@ -1,6 +1,6 @@
 //! The attributor through the real broker: chat events and orders in, attributed orders
 //! and sidebar summaries out, including chat events that arrive after their order,
-//! within the hold bound and after it.
+//! before the chat stream's watermark passes it and after (late).
 
 use std::time::Duration;
 
@@ -100,8 +100,6 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
         &group,
         "--worker-id",
         "w1",
-        "--attribution-max-hold",
-        "30s",
     ])
     .unwrap();
     let shutdown = Shutdown::new();
@@ -137,7 +135,7 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
     assert_eq!(a.time_to_order_micros, 5 * MINUTE);
     assert_eq!(a.team_id.as_deref(), Some("team-a"));
 
-    // 2. The order first, its chat's events after it but within the hold bound.
+    // 2. The order first, its chat's events after it, before the watermark passes it.
     let t2 = base + 60 * MINUTE;
     w.order("c2", "O2", t2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -150,21 +148,24 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
     let a = second[0].attribution.as_ref().expect("O2 waited for its chat");
     assert_eq!((a.chat_id.as_str(), a.handled_by), ("K2", HandledBy::HumanOnly));
 
-    // 3. The chat's events come after the hold bound ran out: the order is decided
-    // without them. A later order of the same customer moves time past the bound.
+    // 3. A chat event behind the chat stream's watermark (genuinely late) cannot change
+    // a decision already made: a chat of c3 without agents moves the watermark of its
+    // partition past O3, which is decided without the chat whose events come after.
     let t3 = base + 120 * MINUTE;
     w.order("c3", "O3", t3).await;
-    w.order("c3", "O4", t3 + 31_000_000).await;
+    w.chat("c3", "K3x", ChatStarted, t3 + MINUTE, None).await;
     let third: Vec<AttributedOrder> = decode_all(read_exactly(&attributed, "O3", 1, TIMEOUT, Duration::ZERO).await);
     assert_eq!(third[0].order_id, "O3");
     assert_eq!(
         third[0].attribution, None,
-        "decided when the hold ran out, before its chat was known"
+        "decided once the chat watermark passed it, before its chat was known"
     );
     w.chat("c3", "K3", ChatStarted, t3 - MINUTE, None).await;
     w.chat("c3", "K3", AgentJoined, t3 - MINUTE + 1, Some(AgentKind::Human))
         .await;
     w.chat("c3", "K3", ChatEnded, t3 + 60 * MINUTE, None).await;
+    // A later order of c3 sees the late chat.
+    w.order("c3", "O4", t3 + 31_000_000).await;
     let fourth: Vec<AttributedOrder> =
         decode_all(read_exactly(&attributed, "O4", 1, TIMEOUT, Duration::from_secs(3)).await);
     assert_eq!(fourth[0].order_id, "O4");
@@ -186,9 +187,10 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
 
     let (_, metrics) = http_get(admin, "/metrics").await.unwrap();
     assert!(
-        metrics.contains(r#"attributor_orders_total{outcome="unattributed",released_by="hold_expired"} 1"#),
+        metrics.contains(r#"attributor_orders_total{outcome="unattributed",released_by="watermark"} 1"#),
         "{metrics}"
     );
+    assert!(metrics.contains("stream_late_records_total 2"), "{metrics}");
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await

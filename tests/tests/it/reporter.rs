@@ -147,6 +147,9 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
 
     let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
     let input = env.topic(Topic::OrdersAttributed);
+    // The attributor's tasks would mark the topic's watermark; here it follows the wall
+    // clock, so the past days close.
+    let _clock = env.upstream_clock(&input);
     let send = |o: AttributedOrder| {
         let (producer, input) = (producer.clone(), input.clone());
         async move {
@@ -256,11 +259,12 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     eventually("the reporter's group to be deleted", TIMEOUT, || async {
         // A static member stays in the group until its session times out.
-        let results = admin.delete_groups(&[&group], &options).await.ok()?;
+        let deployed = kafka_runtime::worker::group_id(&env.kafka, &group);
+        let results = admin.delete_groups(&[&deployed], &options).await.ok()?;
         results.iter().all(Result::is_ok).then_some(())
     })
     .await;
-    let changelogs: Vec<String> = ["days", "wins", "timers"]
+    let changelogs: Vec<String> = ["days", "wins", "revisions", "timers", "watermarks"]
         .iter()
         .map(|store| kafka_runtime::worker::changelog_topic(&env.kafka.topic_prefix, &group, store))
         .collect();

@@ -1,0 +1,685 @@
+//! The worker's task set: hands each record to the task of its partition, keeps the
+//! tasks' watermarks, fires their timers, and commits their outputs, state changes,
+//! watermark marks and input offsets together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::message::{Header, OwnedHeaders};
+use schemas::records::DeadLetter;
+use schemas::values::Timestamp;
+
+use super::merge::{Merge, Polled};
+use super::metrics::RuntimeMetrics;
+use super::restore::{CHECKPOINT_HEADER, CHECKPOINT_KEY, encode_checkpoint};
+use super::transaction::{Transaction, offset_list};
+use crate::config::KafkaArgs;
+use crate::error::{Error, Result};
+use crate::store::EXPIRES_AT_HEADER;
+use crate::task::{Application, Clocks, Output, Record, Reject, Stores, TaskContext, timer_at};
+use crate::watermark::{BEGINNING, InputClock, Mark, is_mark};
+
+/// Outputs larger than this are refused by the broker's default `message.max.bytes`;
+/// the input that produced one is dead-lettered instead of failing every retry.
+const MAX_RECORD_BYTES: usize = 900 * 1024;
+/// How much of a poison record's key and value its dead letter keeps.
+const DEAD_LETTER_BYTES: usize = 256 * 1024;
+
+/// What the worker knows of its application's shape, fixed at start.
+pub(crate) struct Shape {
+    pub(crate) app: Arc<dyn Application>,
+    /// The consumer group (the deployment's prefix and the application's id).
+    pub(crate) group_id: String,
+    /// Store name to its changelog topic (the runtime's own stores included).
+    pub(crate) changelogs: BTreeMap<&'static str, String>,
+    pub(crate) dead_letter_topic: String,
+    /// The inputs joined by event time.
+    pub(crate) synchronized: Vec<String>,
+    /// Inputs whose watermark comes from their writers' marks.
+    pub(crate) written: BTreeSet<String>,
+    /// Watermarked outputs: topic, its partition count, and the inputs that feed it.
+    pub(crate) marked_outputs: Vec<(String, i32, Vec<String>)>,
+    /// How many tasks this application has (its inputs' partition count).
+    pub(crate) task_count: i32,
+    pub(crate) max_task_idle: Duration,
+    pub(crate) idle_advance: Duration,
+    pub(crate) allowed_lateness: Duration,
+}
+
+pub(crate) struct TaskState {
+    task: Box<dyn crate::task::Task>,
+    stores: Stores,
+    clocks: Clocks,
+    /// The clocks changed since they were last written to the `watermarks` store.
+    clocks_dirty: bool,
+    /// When each source input last had a record (or the task was created).
+    quiet_since: HashMap<String, Instant>,
+    /// The watermark last sent to each watermarked output.
+    sent: HashMap<String, Timestamp>,
+    merge: Merge,
+}
+
+/// The part of the worker the rebalance callbacks need as well as the loop.
+pub(crate) struct Core {
+    pub(crate) shape: Shape,
+    pub(crate) tx: Transaction,
+    pub(crate) tasks: BTreeMap<i32, TaskState>,
+    /// Next offset to consume per input (topic, partition), not yet committed.
+    pub(crate) offsets: HashMap<(String, i32), i64>,
+    /// Partitions assigned by the last rebalance whose tasks are not yet restored.
+    pub(crate) to_restore: Option<BTreeSet<i32>>,
+    /// An error raised inside a rebalance callback, for the loop to act on.
+    pub(crate) failure: Option<Error>,
+    /// Set once the worker is leaving because of an error: from then on nothing may be
+    /// committed (a revocation while closing only aborts).
+    pub(crate) poisoned: bool,
+    /// Partitions that processed records in the open transaction.
+    touched: BTreeSet<i32>,
+    pub(crate) metrics: RuntimeMetrics,
+    pub(crate) kafka: KafkaArgs,
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Core {
+    pub(crate) fn new(shape: Shape, tx: Transaction, metrics: RuntimeMetrics, kafka: KafkaArgs) -> Self {
+        Core {
+            shape,
+            tx,
+            tasks: BTreeMap::new(),
+            offsets: HashMap::new(),
+            to_restore: None,
+            failure: None,
+            poisoned: false,
+            touched: BTreeSet::new(),
+            metrics,
+            kafka,
+        }
+    }
+
+    pub(crate) fn is_fatal(error: &Error) -> bool {
+        matches!(error, Error::Task(_))
+    }
+
+    /// Forgets every task and offset (after a revocation or on the way out).
+    pub(crate) fn clear(&mut self) {
+        self.tasks.clear();
+        self.offsets.clear();
+        self.to_restore = None;
+    }
+
+    /// Sends a task's outputs in the open transaction (the partitioner places them by key).
+    fn send_outputs(&mut self, outputs: Vec<Output>) -> Result<()> {
+        for output in outputs {
+            self.tx.send(
+                &output.topic,
+                None,
+                output.key.as_deref(),
+                output.value.as_deref(),
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the stores' changes to their changelogs, the watermark marks to the
+    /// watermarked outputs, adds the input offsets, and commits the transaction.
+    pub(crate) fn commit(&mut self, group: &ConsumerGroupMetadata) -> Result<()> {
+        let marks = self.marks();
+        let mut changes = Vec::new();
+        for (partition, task) in &mut self.tasks {
+            if std::mem::take(&mut task.clocks_dirty) {
+                save_clocks(&task.clocks, &mut task.stores);
+            }
+            for (store, kv) in task.stores.all_mut() {
+                for change in kv.take_changes() {
+                    changes.push((*partition, store, change));
+                }
+            }
+        }
+        if !self.tx.is_open() && changes.is_empty() && marks.is_empty() && self.tx.uncommitted == 0 {
+            self.tx.nothing_to_commit();
+            return Ok(());
+        }
+        let started = Instant::now();
+        for (partition, store, change) in changes {
+            let topic = self
+                .shape
+                .changelogs
+                .get(store)
+                .ok_or_else(|| Error::Config(format!("no changelog for store {store}")))?;
+            let headers = change.expires_at.map(|at| {
+                OwnedHeaders::new().insert(Header {
+                    key: EXPIRES_AT_HEADER,
+                    value: Some(&at.micros().to_be_bytes()[..]),
+                })
+            });
+            self.tx.send(
+                topic,
+                Some(partition),
+                Some(&change.key),
+                change.value.as_deref(),
+                headers,
+            )?;
+        }
+        for (topic, partition, mark) in &marks {
+            self.tx
+                .send(topic, Some(*partition), Some(&mark.key()), Some(&mark.value()), None)?;
+        }
+        self.metrics.marks_sent.inc_by(marks.len() as u64);
+        for partition in std::mem::take(&mut self.touched) {
+            let checkpoint = encode_checkpoint(&self.offsets, partition);
+            for topic in self.shape.changelogs.values() {
+                let header = OwnedHeaders::new().insert(Header {
+                    key: CHECKPOINT_HEADER,
+                    value: Some(&b"1"[..]),
+                });
+                self.tx.send(
+                    topic,
+                    Some(partition),
+                    Some(CHECKPOINT_KEY),
+                    Some(checkpoint.as_bytes()),
+                    Some(header),
+                )?;
+            }
+        }
+        let offsets = offset_list(&self.offsets)?;
+        self.tx.commit(&offsets, group)?;
+        // Only now are the marks promises downstream: remember them as sent.
+        for (topic, _, mark) in marks {
+            if let Some(task) = self.tasks.get_mut(&mark.task) {
+                task.sent.insert(topic, mark.at);
+            }
+        }
+        self.metrics.commits.inc();
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The marks to send: for each task and watermarked output whose watermark advanced,
+    /// one per partition of the output.
+    fn marks(&mut self) -> Vec<(String, i32, Mark)> {
+        let mut marks = Vec::new();
+        let app = self.shape.app.id().to_string();
+        for (partition, task) in &mut self.tasks {
+            for (output, partitions, from) in &self.shape.marked_outputs {
+                let fed = from
+                    .iter()
+                    .map(|input| task.clocks.input(input))
+                    .min()
+                    .unwrap_or(BEGINNING);
+                let mut discard = Vec::new();
+                let held = {
+                    let mut ctx = TaskContext {
+                        partition: *partition,
+                        clocks: &task.clocks,
+                        stores: &mut task.stores,
+                        outputs: &mut discard,
+                    };
+                    std::panic::catch_unwind(AssertUnwindSafe(|| task.task.held_since(&mut ctx, output)))
+                        .unwrap_or(Some(BEGINNING))
+                };
+                let at = held.map_or(fed, |h| h.min(fed));
+                if at == BEGINNING || task.sent.get(output).is_some_and(|sent| *sent >= at) {
+                    continue;
+                }
+                for target in 0..*partitions {
+                    marks.push((
+                        output.clone(),
+                        target,
+                        Mark {
+                            app: app.clone(),
+                            task: *partition,
+                            writers: self.shape.task_count,
+                            at,
+                        },
+                    ));
+                }
+            }
+        }
+        marks
+    }
+
+    /// Aborts the open transaction and forgets every task: their in-memory state holds
+    /// changes that are now void, so they are restored from the changelogs again.
+    pub(crate) fn abort(&mut self) -> Result<()> {
+        self.tx.abort()?;
+        self.metrics.aborts.inc();
+        self.tx.aborts_in_a_row += 1;
+        self.touched.clear();
+        self.offsets.clear();
+        let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
+        partitions.extend(self.to_restore.take().unwrap_or_default());
+        self.tasks.clear();
+        if !partitions.is_empty() {
+            self.to_restore = Some(partitions);
+        }
+        Ok(())
+    }
+
+    /// Builds the tasks of `partitions`, their stores and watermarks restored from the
+    /// changelogs up to the last committed transaction.
+    pub(crate) fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        let started = Instant::now();
+        let specs = self.shape.app.stores();
+        let (stores, restored) = super::restore::restore(
+            &self.kafka,
+            &self.shape.group_id,
+            &specs,
+            &self.shape.changelogs,
+            partitions,
+            &self.offsets,
+        )?;
+        for (partition, stores) in stores {
+            let clocks = load_clocks(&self.shape, &stores);
+            let now = Instant::now();
+            let quiet_since = self
+                .shape
+                .app
+                .inputs()
+                .into_iter()
+                .filter(|input| !self.shape.written.contains(input))
+                .map(|input| (input, now))
+                .collect();
+            self.tasks.insert(
+                partition,
+                TaskState {
+                    task: self.shape.app.create_task(partition),
+                    stores,
+                    clocks,
+                    clocks_dirty: false,
+                    quiet_since,
+                    sent: HashMap::new(),
+                    merge: Merge::default(),
+                },
+            );
+        }
+        self.metrics.restored_records.inc_by(restored);
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.last_restore_seconds.set(started.elapsed().as_secs_f64());
+        self.update_gauges();
+        tracing::info!(partitions = ?partitions, restored, seconds = started.elapsed().as_secs_f64(), "tasks restored");
+        Ok(())
+    }
+
+    pub(crate) fn update_gauges(&self) {
+        let keys: usize = self.tasks.values().map(|t| t.stores.keys()).sum();
+        let bytes: usize = self.tasks.values().map(|t| t.stores.bytes()).sum();
+        self.metrics.store_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.metrics.store_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        if let Some(lowest) = self.tasks.values().map(|t| t.clocks.watermark()).min() {
+            self.metrics.watermark_micros.set(lowest.micros());
+        }
+    }
+
+    /// Takes a record from the consumer: a record of a synchronized input waits in its
+    /// task for [`Core::drain_synchronized`]; any other is processed at once.
+    pub(crate) fn accept(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        use rdkafka::Message;
+        let record = Record {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        let mark = is_mark(record.key);
+        let event_time = if mark {
+            None
+        } else {
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.shape.app.event_time(&record))).unwrap_or(None)
+        };
+        // Only a record that has to wait is copied out of the consumer's buffer.
+        if self.shape.synchronized.len() > 1
+            && self.shape.synchronized.iter().any(|input| input == record.topic)
+            && let Some(task) = self.tasks.get_mut(&record.partition)
+        {
+            task.merge.push(Polled::copy(&record, event_time, mark));
+            return Ok(());
+        }
+        self.handle(&record, event_time, mark)
+    }
+
+    /// Processes the waiting records of the synchronized inputs, earliest event time
+    /// first, as far as the merge's rule allows.
+    pub(crate) fn drain_synchronized(&mut self) -> Result<()> {
+        if self.shape.synchronized.len() < 2 {
+            return Ok(());
+        }
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            while let Some(next) = self.tasks.get_mut(&partition).and_then(|task| {
+                task.merge
+                    .next(&self.shape.synchronized, &task.clocks, self.shape.max_task_idle)
+            }) {
+                self.handle(&next.record(), next.event_time, next.mark)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, record: &Record<'_>, event_time: Option<Timestamp>, mark: bool) -> Result<()> {
+        if mark {
+            self.apply_mark(record)
+        } else {
+            self.process(record, event_time)
+        }
+    }
+
+    /// A writer's mark: raises the input's watermark; the task sees only the effect.
+    fn apply_mark(&mut self, record: &Record<'_>) -> Result<()> {
+        let Some(task) = self.tasks.get_mut(&record.partition) else {
+            return Ok(());
+        };
+        match record.value.and_then(Mark::decode) {
+            Some(mark) => {
+                if let Some(clock) = task.clocks.clock_mut(record.topic) {
+                    clock.apply(&mark);
+                    task.clocks_dirty = true;
+                }
+            }
+            None => tracing::warn!(
+                topic = record.topic,
+                offset = record.offset,
+                "a garbled watermark mark ignored"
+            ),
+        }
+        self.advanced(record.partition)?;
+        self.record_offset(record);
+        Ok(())
+    }
+
+    fn record_offset(&mut self, record: &Record<'_>) {
+        self.offsets
+            .insert((record.topic.to_string(), record.partition), record.offset + 1);
+        self.touched.insert(record.partition);
+        self.tx.uncommitted += 1;
+    }
+
+    /// Hands one record to its task and sends what it produced.
+    fn process(&mut self, record: &Record<'_>, event_time: Option<Timestamp>) -> Result<()> {
+        let Some(task) = self.tasks.get_mut(&record.partition) else {
+            // A record fetched for a partition this worker no longer owns: its offset is
+            // not recorded, so its owner reads it again.
+            tracing::debug!(
+                partition = record.partition,
+                "record of a partition without a task skipped"
+            );
+            return Ok(());
+        };
+        if let Some(at) = event_time
+            && let Some(clock) = task.clocks.clock_mut(record.topic)
+        {
+            if clock.observe(at) {
+                self.metrics.late_records.inc();
+            }
+            task.clocks_dirty = true;
+        }
+        if let Some(quiet) = task.quiet_since.get_mut(record.topic) {
+            *quiet = Instant::now();
+        }
+        let mut outputs = Vec::new();
+        // A rejected record must leave no trace in the stores: remember what it changes.
+        for (_, store) in task.stores.all_mut() {
+            store.savepoint();
+        }
+        let outcome = {
+            let mut ctx = TaskContext {
+                partition: record.partition,
+                clocks: &task.clocks,
+                stores: &mut task.stores,
+                outputs: &mut outputs,
+            };
+            // A panicking task must not crash-loop the stage on one record: the record is
+            // dead-lettered like any rejected one.
+            std::panic::catch_unwind(AssertUnwindSafe(|| task.task.process(&mut ctx, record)))
+                .unwrap_or_else(|panic| Err(Reject(format!("the stage panicked: {}", panic_message(&panic)))))
+        };
+        // An output the broker would refuse fails every retry: refuse the input instead.
+        let largest = outputs
+            .iter()
+            .map(|o| o.value.as_ref().map_or(0, Vec::len) + o.key.as_ref().map_or(0, Vec::len))
+            .max();
+        let outcome = match (outcome, largest) {
+            (Ok(()), Some(bytes)) if bytes > MAX_RECORD_BYTES => Err(Reject(format!(
+                "an output of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
+            ))),
+            (outcome, _) => outcome,
+        };
+        for (_, store) in task.stores.all_mut() {
+            if outcome.is_err() {
+                store.rollback();
+            } else {
+                store.release();
+            }
+        }
+        if let Err(Reject(reason)) = outcome {
+            // What a rejected record emitted before failing is not sent, only its dead
+            // letter; its store changes were rolled back above.
+            outputs.clear();
+            outputs.push(self.dead_letter(record, reason));
+        }
+        self.send_outputs(outputs)?;
+        self.advanced(record.partition)?;
+        self.record_offset(record);
+        self.metrics.records.inc();
+        Ok(())
+    }
+
+    fn dead_letter(&self, record: &Record<'_>, reason: String) -> Output {
+        self.metrics.dead_letters.inc();
+        tracing::warn!(topic = record.topic, partition = record.partition, offset = record.offset, %reason, "record dead-lettered");
+        let letter = DeadLetter {
+            reason,
+            stage: self.shape.app.id().to_string(),
+            source_topic: record.topic.to_string(),
+            source_partition: record.partition,
+            source_offset: record.offset,
+            // Bounded, so that a huge poison record cannot make an unsendable dead letter.
+            source_key: record.key.map(|k| k[..k.len().min(DEAD_LETTER_BYTES)].to_vec()),
+            source_value: record.value.map(|v| v[..v.len().min(DEAD_LETTER_BYTES)].to_vec()),
+            failed_at: Timestamp::from_datetime(chrono::Utc::now()),
+        };
+        // A dead letter always encodes; should it not, the reason still gets through.
+        let value = schemas::encode(&letter).unwrap_or_else(|e| e.to_string().into_bytes());
+        Output {
+            topic: self.shape.dead_letter_topic.clone(),
+            key: record.key.map(|k| k[..k.len().min(DEAD_LETTER_BYTES)].to_vec()),
+            value: Some(value),
+        }
+    }
+
+    /// After the task's inputs may have moved: tells the task of its watermarks, runs
+    /// the timers due at its watermark, and expires store entries.
+    fn advanced(&mut self, partition: i32) -> Result<()> {
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            return Ok(());
+        };
+        let mut outputs = Vec::new();
+        {
+            let mut ctx = TaskContext {
+                partition,
+                clocks: &task.clocks,
+                stores: &mut task.stores,
+                outputs: &mut outputs,
+            };
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| task.task.on_watermark(&mut ctx))) {
+                tracing::error!(panic = %panic_message(&panic), "the watermark handler panicked");
+            }
+        }
+        let watermark = task.clocks.watermark();
+        loop {
+            let due = task.stores.timers.prefix(&[]).next().and_then(|(key, _)| {
+                timer_at(key)
+                    .filter(|(at, _)| *at <= watermark)
+                    .map(|(at, tag)| (key.to_vec(), at, tag.to_vec()))
+            });
+            let Some((key, at, tag)) = due else { break };
+            task.stores.timers.delete(&key);
+            let mut ctx = TaskContext {
+                partition,
+                clocks: &task.clocks,
+                stores: &mut task.stores,
+                outputs: &mut outputs,
+            };
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| task.task.on_timer(&mut ctx, at, &tag))) {
+                tracing::error!(panic = %panic_message(&panic), "a timer panicked; it is dropped");
+            }
+        }
+        for (_, store) in task.stores.all_mut() {
+            store.expire(watermark);
+        }
+        self.send_outputs(outputs)
+    }
+
+    /// Source inputs with nothing waiting, quiet for the idle advance and read to the
+    /// end of their partition (as the consumer's latest statistics, `ends`, tell) take
+    /// the wall clock minus the allowed lateness as their watermark, so timers and
+    /// expiry still happen without new records. Never while records wait.
+    pub(crate) fn advance_idle(&mut self, ends: &Ends) -> Result<()> {
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        let to = Timestamp(
+            now.micros()
+                .saturating_sub(schemas::values::duration_micros(self.shape.allowed_lateness)),
+        );
+        let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            let Some(task) = self.tasks.get_mut(&partition) else {
+                continue;
+            };
+            let mut moved = false;
+            for (input, since) in &task.quiet_since {
+                let key = (input.clone(), partition);
+                let ready = since.elapsed() >= self.shape.idle_advance
+                    && !task.merge.has_waiting(input)
+                    && task.clocks.input(input) < to
+                    && ends
+                        .get(&key)
+                        .is_some_and(|end| end.caught_up(self.offsets.get(&key).copied()));
+                if ready
+                    && let Some(clock) = task.clocks.clock_mut(input)
+                    && clock.advance_to(to)
+                {
+                    moved = true;
+                }
+            }
+            if moved {
+                task.clocks_dirty = true;
+                self.advanced(partition)?;
+                self.touched.insert(partition);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the consumer stands in one partition, from its latest statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartitionEnd {
+    /// The next offset the consumer will fetch.
+    pub(crate) next_fetch: i64,
+    /// The offset after the last record handed to the worker (negative: none yet).
+    pub(crate) delivered: i64,
+    /// The partition's last stable offset: the end a `read_committed` reader reaches.
+    pub(crate) stable_end: i64,
+}
+
+impl PartitionEnd {
+    /// Whether everything stable in the partition has been fetched, handed over and
+    /// processed (`processed`: the next offset after the last processed record). One
+    /// offset of slack on each side is a transaction's commit marker, which takes an
+    /// offset but is never handed over.
+    pub(crate) fn caught_up(&self, processed: Option<i64>) -> bool {
+        // Before the first fetch of a partition the ends are not known (negative).
+        if self.stable_end < 0 || self.next_fetch < self.stable_end {
+            return false;
+        }
+        if self.delivered < 0 {
+            // Nothing handed over since the assignment: caught up if there was nothing.
+            return processed.unwrap_or(0) + 1 >= self.stable_end;
+        }
+        self.delivered + 1 >= self.next_fetch && processed.is_some_and(|p| p + 1 >= self.delivered)
+    }
+}
+
+/// The latest [`PartitionEnd`] of every (topic, partition) the consumer reads.
+pub(crate) type Ends = std::sync::Mutex<HashMap<(String, i32), PartitionEnd>>;
+
+/// The clocks of a task's inputs, as restored from its `watermarks` store.
+fn load_clocks(shape: &Shape, stores: &Stores) -> Clocks {
+    let mut clocks = Clocks {
+        inputs: shape
+            .app
+            .inputs()
+            .into_iter()
+            .map(|input| {
+                let clock = if shape.written.contains(&input) {
+                    InputClock::written()
+                } else {
+                    InputClock::source()
+                };
+                (input, clock)
+            })
+            .collect(),
+    };
+    for (key, value) in stores.watermarks.prefix(&[]) {
+        let topic_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+        let topic = String::from_utf8_lossy(&key[..topic_end]);
+        if let Some(clock) = clocks.clock_mut(&topic) {
+            clock.restore(value);
+        }
+    }
+    clocks
+}
+
+/// Writes the clocks into the `watermarks` store (only changed entries become changelog
+/// records: an unchanged value is not written again).
+fn save_clocks(clocks: &Clocks, stores: &mut Stores) {
+    for (topic, clock) in &clocks.inputs {
+        for (suffix, value) in clock.entries() {
+            let mut key = topic.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(&suffix);
+            if stores.watermarks.get(&key) != Some(value.as_slice()) {
+                stores.watermarks.put(&key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionEnd;
+
+    fn end(next_fetch: i64, delivered: i64, stable_end: i64) -> PartitionEnd {
+        PartitionEnd {
+            next_fetch,
+            delivered,
+            stable_end,
+        }
+    }
+
+    #[test]
+    fn caught_up_means_fetched_handed_over_and_processed() {
+        assert!(end(10, 10, 10).caught_up(Some(10)));
+        assert!(!end(8, 8, 10).caught_up(Some(8)), "more to fetch");
+        assert!(!end(10, 6, 10).caught_up(Some(6)), "fetched, not handed over yet");
+        assert!(!end(10, 10, 10).caught_up(Some(7)), "handed over, not processed");
+        assert!(end(11, 10, 11).caught_up(Some(10)), "a commit marker at the end");
+        assert!(end(0, -1001, 0).caught_up(None), "an empty partition");
+        assert!(!end(5, -1001, 5).caught_up(None), "records never handed over");
+        assert!(end(5, -1001, 5).caught_up(Some(5)), "all processed before a restart");
+        assert!(!end(-1001, -1001, -1001).caught_up(None), "not fetched yet: unknown");
+    }
+}

@@ -1,0 +1,420 @@
+//! The exactly-once processing loop every stateful stage runs.
+//!
+//! One worker is one consumer in the stage's consumer group and one transactional
+//! producer. Records are handed to the task of their partition; the task's outputs, its
+//! state changes (as changelog records) and the input offsets go into one Kafka
+//! transaction, committed every commit interval or every `commit_max_records` records.
+//! A `read_committed` reader downstream therefore sees each input's effects exactly
+//! once, whatever crashes: an uncommitted transaction is aborted (by us, by the broker's
+//! timeout, or by the fencing of a restarted worker with the same id), and the next owner
+//! of the partition restores the stores from the changelog to the committed point and
+//! resumes from the committed offsets.
+//!
+//! Rebalances use the eager range assignor: it is the one rdkafka offers that keeps
+//! partition `p` of every co-partitioned input with the same worker (the cooperative
+//! sticky assignor does not). On revocation the open transaction is committed before the
+//! partitions are let go; on assignment the tasks are restored before any record of
+//! theirs is processed.
+
+//!
+//! The worker's parts, each a file of this folder: [`core`] (the task set: records,
+//! watermarks, timers, commits), [`transaction`] (the transactional producer),
+//! [`restore`] (stores read back from changelogs), [`merge`] (synchronized inputs in
+//! event-time order) and [`metrics`].
+
+mod core;
+mod merge;
+mod metrics;
+mod restore;
+mod transaction;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use schemas::topics::Cleanup;
+
+use self::core::{Core, Ends, PartitionEnd, Shape};
+pub use self::metrics::RuntimeMetrics;
+pub use self::restore::QuietEof;
+use self::transaction::{CALL_TIMEOUT, Transaction};
+use crate::admin::ReadyCheck;
+use crate::config::{KafkaArgs, ProcessingArgs};
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::task::Application;
+use crate::topic_admin::{WantedTopic, ensure, partition_count};
+
+/// Aborts in a row (no commit between) after which the worker gives up and exits.
+const MAX_ABORTS_IN_A_ROW: u32 = 10;
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub kafka: KafkaArgs,
+    /// The loop's settings. The worker's id (`processing.worker_id()`) makes its
+    /// transactional id `<prefix><app>-<worker_id>`, so a restarted worker fences its
+    /// previous incarnation and aborts its open transaction at once instead of leaving it
+    /// to time out.
+    pub processing: ProcessingArgs,
+}
+
+/// The changelog topic of a store: `<prefix><app>.<store>-changelog`.
+pub fn changelog_topic(prefix: &str, app: &str, store: &str) -> String {
+    format!("{prefix}{app}.{store}-changelog")
+}
+
+/// The consumer group of `app` in the deployment of `kafka`: the topic prefix in front,
+/// so two deployments that share a broker never share a group or a transactional id.
+pub fn group_id(kafka: &KafkaArgs, app: &str) -> String {
+    format!("{}{app}", kafka.topic_prefix)
+}
+
+struct Rebalancer {
+    core: Arc<Mutex<Core>>,
+    /// Where the consumer stands in each partition, from its statistics: the worker
+    /// learns that a source partition is read to its end without asking the broker
+    /// (a request would queue behind the consumer's long-polling fetch).
+    ends: Arc<Ends>,
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ClientContext for Rebalancer {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, topic) in statistics.topics {
+            for (partition, stats) in topic.partitions {
+                if partition < 0 {
+                    continue;
+                }
+                ends.insert(
+                    (name.clone(), partition),
+                    PartitionEnd {
+                        next_fetch: stats.next_offset,
+                        delivered: stats.app_offset,
+                        stable_end: stats.ls_offset,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut core = lock(&self.core);
+            if core.poisoned || std::thread::panicking() {
+                // Leaving after an error: what is in memory may be half done.
+                let _ = core.abort();
+                core.clear();
+                return;
+            }
+            // Commit what was done for the partitions before they go: the next owner
+            // starts exactly where this transaction ends.
+            let committed = match consumer.group_metadata() {
+                Some(group) => core.commit(&group),
+                None => Err(Error::Config("no consumer group metadata at revocation".into())),
+            };
+            if let Err(e) = committed {
+                tracing::warn!(error = %e, "commit at revocation failed; aborting");
+                if let Err(fatal) = core.abort() {
+                    core.failure = Some(fatal);
+                }
+            }
+            core.clear();
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assignment) => {
+                let partitions = assignment.elements().iter().map(|e| e.partition()).collect();
+                lock(&self.core).to_restore = Some(partitions);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Checks the inputs (co-partitioned), creates the changelog topics of `app`'s stores
+/// (compacted, one partition per input partition) when they are missing and checks them
+/// when they exist, and reads the partition counts of the watermarked outputs.
+async fn prepare(kafka: &KafkaArgs, app: Arc<dyn Application>, processing: &ProcessingArgs) -> Result<Shape> {
+    let first_input = app
+        .inputs()
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Config("an application needs an input".into()))?;
+    let partitions = partition_count(kafka, &first_input).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "input topic {first_input} does not exist; run `salesctl topics create`"
+        ))
+    })?;
+    for input in app.inputs() {
+        let count = partition_count(kafka, &input).await?;
+        if count != Some(partitions) {
+            return Err(Error::Config(format!(
+                "input {input} has {count:?} partitions but {first_input} has {partitions}; co-partitioned inputs must match"
+            )));
+        }
+    }
+    let prefix = kafka.topic_names()?.prefix().to_string();
+    let mut changelogs: BTreeMap<&'static str, String> = app
+        .stores()
+        .iter()
+        .map(|s| (s.name, changelog_topic(&prefix, app.id(), s.name)))
+        .collect();
+    for internal in [crate::task::TIMERS_STORE, crate::task::WATERMARKS_STORE] {
+        changelogs.insert(internal, changelog_topic(&prefix, app.id(), internal));
+    }
+    let wanted: Vec<WantedTopic> = changelogs
+        .values()
+        .map(|name| WantedTopic {
+            name: name.clone(),
+            partitions,
+            cleanup: Cleanup::Compact,
+        })
+        .collect();
+    let report = ensure(kafka, &wanted, processing.changelog_replication).await?;
+    if let Some((topic, problem)) = report.problems().next() {
+        return Err(Error::Config(format!("changelog {topic} {problem}")));
+    }
+    let inputs = app.inputs();
+    let written: BTreeSet<String> = app.written_inputs().into_iter().collect();
+    if let Some(stray) = written.iter().find(|w| !inputs.contains(w)) {
+        return Err(Error::Config(format!("written input {stray} is not an input")));
+    }
+    let mut marked_outputs = Vec::new();
+    for (output, from) in app.watermarked_outputs() {
+        if let Some(stray) = from.iter().find(|f| !inputs.contains(f)) {
+            return Err(Error::Config(format!(
+                "{output} is fed by {stray}, which is not an input"
+            )));
+        }
+        let count = partition_count(kafka, &output).await?.ok_or_else(|| {
+            Error::Config(format!(
+                "output topic {output} does not exist; run `salesctl topics create`"
+            ))
+        })?;
+        marked_outputs.push((output, count, from));
+    }
+    Ok(Shape {
+        group_id: group_id(kafka, app.id()),
+        changelogs,
+        dead_letter_topic: kafka.topic_names()?.name(schemas::topics::Topic::DeadLetter),
+        synchronized: app.synchronized_inputs(),
+        written,
+        marked_outputs,
+        task_count: partitions,
+        max_task_idle: processing.max_task_idle,
+        idle_advance: processing.idle_advance,
+        allowed_lateness: processing.allowed_lateness,
+        app,
+    })
+}
+
+/// Runs one worker of `app` until shutdown (then commits and leaves the group) or until
+/// an error it cannot recover from (then the process should exit non-zero and be
+/// restarted; nothing uncommitted becomes visible).
+pub async fn run(
+    app: Arc<dyn Application>,
+    config: WorkerConfig,
+    metrics: RuntimeMetrics,
+    ready: ReadyCheck,
+    shutdown: Shutdown,
+) -> Result<()> {
+    config.processing.validate()?;
+    let shape = prepare(&config.kafka, app, &config.processing).await?;
+    tokio::task::spawn_blocking(move || run_blocking(shape, config, metrics, ready, shutdown))
+        .await
+        .map_err(|e| Error::Task(format!("worker thread: {e}")))?
+}
+
+fn run_blocking(
+    shape: Shape,
+    config: WorkerConfig,
+    metrics: RuntimeMetrics,
+    ready: ReadyCheck,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let worker_id = config.processing.worker_id();
+    let app = Arc::clone(&shape.app);
+    let group = shape.group_id.clone();
+    let member = format!("{group}-{worker_id}");
+    // Fences any earlier producer with this transactional id and aborts its open
+    // transaction.
+    let tx = Transaction::init(&config.kafka, &member)?;
+    let core = Arc::new(Mutex::new(Core::new(shape, tx, metrics, config.kafka.clone())));
+    let ends: Arc<Ends> = Arc::default();
+    let consumer: BaseConsumer<Rebalancer> = config
+        .kafka
+        .client_config(&member)
+        .set("group.id", &group)
+        // Static membership: a restarted worker takes its partitions back at once, and
+        // the broker fences an older incarnation with the same id.
+        .set("group.instance.id", &worker_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", "10000")
+        // Above the restore bound (10 minutes): a long restore must not cost the
+        // worker its group membership.
+        .set("max.poll.interval.ms", "900000")
+        .set("heartbeat.interval.ms", "1000")
+        // How fresh the knowledge of each partition's end is (see `Rebalancer::ends`).
+        .set("statistics.interval.ms", "200")
+        .create_with_context(Rebalancer {
+            core: Arc::clone(&core),
+            ends: Arc::clone(&ends),
+        })
+        .map_err(|e| Error::kafka("cannot create the consumer", e))?;
+    let inputs = app.inputs();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&inputs)
+        .map_err(|e| Error::kafka("cannot subscribe", e))?;
+    tracing::info!(app = app.id(), group = %group, worker = %worker_id, inputs = ?inputs, "worker started");
+
+    let commit_interval = config.processing.commit_interval;
+    let max_records = config.processing.commit_max_records;
+    let result = loop {
+        if shutdown.is_triggered() {
+            break Ok(());
+        }
+        // Rebalance callbacks run inside poll, so the core is not locked here.
+        let message = consumer.poll(Duration::from_millis(20));
+        let mut guard = lock(&core);
+        let core = &mut *guard;
+        if let Some(failure) = core.failure.take() {
+            break Err(failure);
+        }
+        let step = (|| -> Result<()> {
+            if let Some(partitions) = core.to_restore.take() {
+                // Records of these partitions may already be buffered in the consumer;
+                // rewinding to the committed offsets makes sure none is skipped. Until
+                // both succeed the partitions stay pending (and the stage not ready).
+                ready.set(false);
+                let restored = rewind(&consumer, &partitions, core.tx.aborts_in_a_row > 0).and_then(|offsets| {
+                    core.offsets.extend(offsets);
+                    core.restore(&partitions)
+                });
+                if let Err(e) = restored {
+                    let mut pending = core.to_restore.take().unwrap_or_default();
+                    pending.extend(partitions);
+                    core.to_restore = Some(pending);
+                    return Err(e);
+                }
+                ready.set(true);
+                return Ok(());
+            }
+            match message {
+                Some(Ok(message)) => core.accept(&message)?,
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(Error::Task(format!("the consumer cannot continue: {e}")));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            core.drain_synchronized()?;
+            core.advance_idle(&ends)?;
+            if core.tx.uncommitted >= max_records || core.tx.last_commit.elapsed() >= commit_interval {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
+                core.commit(&group)?;
+                core.update_gauges();
+            }
+            Ok(())
+        })();
+        if let Err(e) = step {
+            if Core::is_fatal(&e) {
+                break Err(e);
+            }
+            tracing::warn!(error = %e, "transaction failed; aborting and rewinding to the committed offsets");
+            if let Err(fatal) = core.abort() {
+                break Err(fatal);
+            }
+            if core.tx.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+                break Err(Error::Task(format!(
+                    "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {e}"
+                )));
+            }
+        }
+    };
+
+    // Graceful end: commit what is done, then leave the group (the revocation callback
+    // finds nothing left to commit).
+    {
+        let mut core = lock(&core);
+        if result.is_ok() {
+            if let Some(group) = consumer.group_metadata()
+                && let Err(e) = core.commit(&group)
+            {
+                tracing::warn!(error = %e, "final commit failed; aborting");
+                let _ = core.abort();
+            }
+        } else {
+            // Nothing half done may be committed, not even by the revocation that
+            // closing the consumer runs.
+            core.poisoned = true;
+            let _ = core.tx.abort();
+            core.clear();
+        }
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    tracing::info!(app = app.id(), worker = %worker_id, "worker stopped");
+    result
+}
+
+/// Positions the consumer at the committed offsets of every input partition in
+/// `partitions` (or their beginning when nothing is committed), and returns the committed
+/// offsets. Right after an assignment a seek may be refused because fetching has not
+/// started, and librdkafka then starts from the committed offsets anyway; after an abort
+/// (`strict`) every seek must succeed, or records past the aborted ones would be skipped.
+fn rewind(
+    consumer: &BaseConsumer<Rebalancer>,
+    partitions: &BTreeSet<i32>,
+    strict: bool,
+) -> Result<HashMap<(String, i32), i64>> {
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| Error::kafka("cannot read the assignment", e))?;
+    let mut wanted = TopicPartitionList::new();
+    for element in assignment.elements() {
+        if partitions.contains(&element.partition()) {
+            wanted.add_partition(element.topic(), element.partition());
+        }
+    }
+    let mut committed_offsets = HashMap::new();
+    if wanted.count() == 0 {
+        return Ok(committed_offsets);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, CALL_TIMEOUT)
+        .map_err(|e| Error::kafka("cannot read committed offsets", e))?;
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(o) => {
+                committed_offsets.insert((element.topic().to_string(), element.partition()), o);
+                Offset::Offset(o)
+            }
+            _ => Offset::Beginning,
+        };
+        match consumer.seek(element.topic(), element.partition(), offset, CALL_TIMEOUT) {
+            Ok(()) => {}
+            Err(e) if strict => return Err(Error::kafka("cannot seek to the committed offset", e)),
+            Err(_) => {}
+        }
+    }
+    Ok(committed_offsets)
+}

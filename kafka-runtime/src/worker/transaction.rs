@@ -1,0 +1,201 @@
+//! The worker's transactional producer: one open transaction at a time, holding the
+//! outputs, the changelog records and the input offsets of everything processed since the
+//! last commit.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode as Code;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+
+/// How long a Kafka call of the loop may block before it is treated as failed.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct Transaction {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    open: bool,
+    /// Input records processed in the open transaction.
+    pub(crate) uncommitted: u32,
+    pub(crate) last_commit: Instant,
+    /// Aborts since the last successful commit; too many in a row end the worker.
+    pub(crate) aborts_in_a_row: u32,
+}
+
+/// Whether a failed transactional call may be fixed by aborting and rewinding, or
+/// leaves the producer unusable (fenced by a newer incarnation, or fatal).
+pub(crate) fn classify(e: KafkaError, what: &str) -> Error {
+    let fatal = match &e {
+        KafkaError::Transaction(t) => t.is_fatal() || !t.txn_requires_abort() && !t.is_retriable(),
+        _ => false,
+    };
+    if fatal {
+        Error::Task(format!("{what}: {e} (the producer cannot continue)"))
+    } else {
+        Error::kafka(what.to_string(), e)
+    }
+}
+
+impl Transaction {
+    /// The transactional producer `transactional_id`; fences any earlier producer with
+    /// that id and aborts its open transaction.
+    pub(crate) fn init(kafka: &crate::config::KafkaArgs, transactional_id: &str) -> Result<Self> {
+        let producer: ThreadedProducer<DefaultProducerContext> = kafka
+            .client_config(transactional_id)
+            .set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // A worker that dies without a successor leaves its transaction open this long
+            // at most, holding back read_committed readers of its outputs.
+            .set("transaction.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            // Right after a commit the broker is still writing the commit markers, and
+            // answers the next transaction's first partitions with CONCURRENT_TRANSACTIONS;
+            // librdkafka retries after this backoff, whose 100 ms default would add a tenth
+            // of a second to every transaction.
+            .set("retry.backoff.ms", "5")
+            .create()
+            .map_err(|e| Error::kafka("cannot create the transactional producer", e))?;
+        producer
+            .init_transactions(CALL_TIMEOUT)
+            .map_err(|e| classify(e, "cannot initialize transactions"))?;
+        Ok(Transaction {
+            producer,
+            open: false,
+            uncommitted: 0,
+            last_commit: Instant::now(),
+            aborts_in_a_row: 0,
+        })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if !self.open {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| classify(e, "cannot begin a transaction"))?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Sends one record in the transaction (opened if needed); without a partition the
+    /// partitioner places it by key.
+    pub(crate) fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
+        self.begin()?;
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // The local queue is full: the producer's thread is sending; wait for room.
+                Err((KafkaError::MessageProduction(Code::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(classify(e, "cannot send a record")),
+            }
+        }
+    }
+
+    /// Adds `offsets` (every owned input partition's next offset) and commits.
+    pub(crate) fn commit(&mut self, offsets: &TopicPartitionList, group: &ConsumerGroupMetadata) -> Result<()> {
+        self.begin()?;
+        // The offsets of every owned partition go into every transaction, even one
+        // holding only timer outputs or expiries: sending them is what checks this
+        // worker's group generation, so a worker that lost its partitions is fenced.
+        if offsets.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(offsets, group, CALL_TIMEOUT)
+                .map_err(|e| classify(e, "cannot add the input offsets to the transaction"))?;
+        }
+        self.await_delivery()?;
+        // A timed-out commit may be retried: the retry resumes the same commit.
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(CALL_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
+                Err(e) => return Err(classify(e, "cannot commit the transaction")),
+            }
+        }
+        self.open = false;
+        self.uncommitted = 0;
+        self.aborts_in_a_row = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Marks the time of a commit that had nothing to commit.
+    pub(crate) fn nothing_to_commit(&mut self) {
+        self.last_commit = Instant::now();
+    }
+
+    /// Waits until the broker has acknowledged every record sent. `commit_transaction`
+    /// does this itself, but by polling for up to 100 ms at a time for delivery reports
+    /// that the producer's own polling thread has usually taken already: every commit
+    /// would last a tenth of a second. Here the polling thread serves the reports and
+    /// this loop only watches the count.
+    fn await_delivery(&self) -> Result<()> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(Error::kafka(
+                    "records not acknowledged before the commit",
+                    KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any.
+    pub(crate) fn abort(&mut self) -> Result<()> {
+        self.uncommitted = 0;
+        if self.open {
+            self.producer
+                .abort_transaction(CALL_TIMEOUT)
+                .map_err(|e| classify(e, "cannot abort the transaction"))?;
+            self.open = false;
+        }
+        Ok(())
+    }
+}
+
+/// The offsets as the list the transaction takes.
+pub(crate) fn offset_list<'a>(
+    offsets: impl IntoIterator<Item = (&'a (String, i32), &'a i64)>,
+) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| Error::kafka("bad offset", e))?;
+    }
+    Ok(list)
+}
