@@ -9,9 +9,8 @@ use prometheus_client::registry::Registry;
 pub struct DecisionLabels {
     /// `attributed` or `unattributed`.
     pub outcome: &'static str,
-    /// What let the order be decided: `watermark` (the chat stream had passed it, at
-    /// once or later) or `hold_expired` (decided with the chats known when the hold bound
-    /// ran out).
+    /// What let the order be decided: `at_once` (the chat stream's watermark had passed
+    /// it when it came) or `watermark` (it waited until the watermark passed it).
     pub released_by: &'static str,
 }
 

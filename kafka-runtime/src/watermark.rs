@@ -10,8 +10,10 @@
 //! - a **source** (`sales.events.raw`, `chat.sessions`: written by ingest, trusted
 //!   producers or the chat platform, each partition in its own time order): the highest
 //!   event time processed in the partition, raised by the wall clock minus the allowed
-//!   lateness only while the consumer is caught up to the partition's end and idle, and
-//!   by the marks ingest writes ("nothing earlier than T will come from me");
+//!   lateness only while the consumer is caught up to the partition's end and idle (a
+//!   mark found in a source, from a writer that promises "nothing earlier than T from
+//!   me", raises it too; ingest writes none, since trusted producers share its
+//!   partitions and a promise of ingest alone would make their records late);
 //! - a topic **written by stage tasks** (a repartition, the next stage's input): every
 //!   writer task sends its output watermark as a mark to every partition of the topic
 //!   inside its transactions, and the reader takes the minimum over all writers; a

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use kafka_runtime::config::KafkaArgs;
 use kafka_runtime::topic_admin::assign_whole_topic;
+use kafka_runtime::watermark::{Mark, is_mark};
 use rdkafka::Offset;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -32,6 +33,12 @@ pub struct TailArgs {
     /// follows the topic until interrupted.
     #[arg(long, env = "SALESCTL_TAIL_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+
+    /// Also print the watermark marks the stages write into the topics other stages
+    /// read (`sales.orders.by-id`, `sales.orders`, `sales.orders.attributed`); they are
+    /// skipped otherwise.
+    #[arg(long, env = "SALESCTL_TAIL_WATERMARKS")]
+    pub watermarks: bool,
 }
 
 /// Prints records of the topic to `out`, one JSON object a line; returns how many.
@@ -64,6 +71,9 @@ pub async fn tail(kafka: &KafkaArgs, args: &TailArgs, out: &mut impl Write) -> a
             None => consumer.recv().await,
         }
         .with_context(|| format!("cannot read from {topic}"))?;
+        if is_mark(message.key()) && !args.watermarks {
+            continue;
+        }
         writeln!(out, "{}", render(&message))?;
         printed += 1;
     }
@@ -80,9 +90,19 @@ pub fn render(message: &BorrowedMessage<'_>) -> Value {
         "timestamp_ms": message.timestamp().to_millis(),
         "key": message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
     });
-    let fields = match message.payload() {
-        None => json!({ "value": null }),
-        Some(bytes) => match schemas::codec::decode_json(bytes) {
+    let mark = is_mark(message.key())
+        .then(|| message.payload().and_then(Mark::decode))
+        .flatten();
+    let fields = match (mark, message.payload()) {
+        (Some(mark), _) => json!({
+            "watermark": {
+                "writer": format!("{}/{}", mark.app, mark.task),
+                "writers": mark.writers,
+                "at": mark.at.to_string(),
+            }
+        }),
+        (None, None) => json!({ "value": null }),
+        (None, Some(bytes)) => match schemas::codec::decode_json(bytes) {
             Ok(decoded) => json!({
                 "record": decoded.record,
                 "schema_version": decoded.version,

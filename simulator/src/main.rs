@@ -25,6 +25,18 @@ struct Cli {
     /// ingest's public listener.
     #[arg(long, env = "INGEST_ADDR", default_value = "127.0.0.1:8080")]
     ingest: SocketAddr,
+    /// What to send: `past` (the organizations and the past days, straight to the
+    /// topics: a backfill, which needs no stage running), `today` (today's trade through
+    /// ingest), or `all` (both, in that order).
+    #[arg(long, env = "SIMULATOR_PART", value_enum, default_value_t = Part::All)]
+    part: Part,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    All,
+    Past,
+    Today,
 }
 
 #[tokio::main]
@@ -33,21 +45,23 @@ async fn main() -> anyhow::Result<()> {
     let now = Timestamp::from_datetime(chrono::Utc::now());
     let plan = simulator::plan(cli.seed, cli.days, cli.visits, now);
     let producer = simulator::write::producer(&cli.kafka)?;
-    simulator::write::organizations(&cli.kafka, &producer, &plan.organizations).await?;
-    simulator::write::records(&cli.kafka, &producer, &plan.past).await?;
-    println!(
-        "simulator: {} organizations, {} past records written ({} orders, duplicates included)",
-        plan.organizations.len(),
-        plan.past.len(),
-        plan.orders().count()
-    );
-    // The second device's copies come a little later, as they do.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    simulator::write::records(&cli.kafka, &producer, &plan.past_later).await?;
-    let accepted = simulator::write::today(&cli.kafka, &producer, cli.ingest, &plan.today).await?;
-    println!(
-        "simulator: {} orders fired again from a second device; {accepted} of today's widget events accepted by ingest",
-        plan.past_later.len()
-    );
+    if cli.part != Part::Today {
+        simulator::write::organizations(&cli.kafka, &producer, &plan.organizations).await?;
+        simulator::write::records(&cli.kafka, &producer, &plan.past).await?;
+        // The second device's copies come later, as they do; the earliest placed copy
+        // counts whenever each arrives.
+        simulator::write::records(&cli.kafka, &producer, &plan.past_later).await?;
+        println!(
+            "simulator: {} organizations, {} past records written ({} orders, {} copies fired again from a second device)",
+            plan.organizations.len(),
+            plan.past.len() + plan.past_later.len(),
+            simulator::plan::order_ids(&plan.past).len(),
+            plan.past_later.len()
+        );
+    }
+    if cli.part != Part::Past {
+        let accepted = simulator::write::today(&cli.kafka, &producer, cli.ingest, &plan.today).await?;
+        println!("simulator: {accepted} of today's widget events accepted by ingest");
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The whole chain under chaos: every stage its own process, a supervisor killing a
 //! random stream stage with SIGKILL every few seconds and starting it again, and the
 //! broker restarted once, while a simulated week of trade and live HTTP traffic go
-//! through. The daily reports must still equal the reference exactly, and every event
+//! through (the past written while they run, or in full before they start: a backlog).
+//! The daily reports must still equal the reference exactly, and every event
 //! ingest answered 202 for must be in `sales.events.raw`.
 
 use std::collections::HashSet;
@@ -74,8 +75,26 @@ async fn post_until_accepted(ingest: std::net::SocketAddr, event: &WidgetEvent) 
     None
 }
 
+/// How the past days reach the topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Past {
+    /// Written in chunks while the stages run and are killed.
+    Live,
+    /// Written in full before any stage starts: the stages meet it as a backlog.
+    Backlog,
+}
+
 #[tokio::test]
 async fn killed_workers_and_a_broker_restart_change_no_figure() {
+    chaos(Past::Live).await;
+}
+
+#[tokio::test]
+async fn killed_workers_and_a_broker_restart_change_no_figure_of_a_backlog() {
+    chaos(Past::Backlog).await;
+}
+
+async fn chaos(past: Past) {
     let broker = Arc::new(tokio::task::spawn_blocking(PrivateBroker::start).await.unwrap());
     let mut env = TestEnv::new().await;
     env.kafka.bootstrap_servers = broker.bootstrap();
@@ -86,6 +105,14 @@ async fn killed_workers_and_a_broker_restart_change_no_figure() {
     simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
         .await
         .unwrap();
+    if past == Past::Backlog {
+        simulator::write::records(&env.kafka, &producer, &plan.past)
+            .await
+            .unwrap();
+        simulator::write::records(&env.kafka, &producer, &plan.past_later)
+            .await
+            .unwrap();
+    }
 
     let public = free_local_addr();
     let mut stages: Vec<StageProcess> = ["ingest", "enricher", "attributor", "reporter"]
@@ -151,9 +178,11 @@ async fn killed_workers_and_a_broker_restart_change_no_figure() {
         }
         accepted
     });
-    for chunk in plan.past.chunks(plan.past.len() / 8 + 1) {
-        simulator::write::records(&env.kafka, &producer, chunk).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    if past == Past::Live {
+        for chunk in plan.past.chunks(plan.past.len() / 8 + 1) {
+            simulator::write::records(&env.kafka, &producer, chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
     let originals = simulator::plan::order_ids(&plan.past);
     let orders = env.consumer(&env.topic(Topic::Orders), "read_committed");
@@ -165,9 +194,11 @@ async fn killed_workers_and_a_broker_restart_change_no_figure() {
         Duration::ZERO,
     )
     .await;
-    simulator::write::records(&env.kafka, &producer, &plan.past_later)
-        .await
-        .unwrap();
+    if past == Past::Live {
+        simulator::write::records(&env.kafka, &producer, &plan.past_later)
+            .await
+            .unwrap();
+    }
     let accepted = poster.await.unwrap();
     chaos.store(false, Ordering::Release);
     let (kills, restarted_broker, _stream) = supervisor.await.unwrap();

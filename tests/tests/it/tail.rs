@@ -57,6 +57,7 @@ async fn tail_prints_records_of_two_schema_versions_and_skips_aborted_ones() {
         from_beginning: true,
         max: Some(3),
         idle_timeout: Some(Duration::from_secs(20)),
+        watermarks: false,
     };
     let mut out = Vec::new();
     let printed = tail(&env.kafka, &args, &mut out).await.unwrap();
@@ -93,6 +94,7 @@ async fn tail_of_a_missing_topic_says_so() {
         from_beginning: true,
         max: Some(1),
         idle_timeout: None,
+        watermarks: false,
     };
     let err = tail(&env.kafka, &args, &mut Vec::new()).await.unwrap_err();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
