@@ -116,6 +116,10 @@ enum Visit {
     OrderDuringChat,
     OrderDaysAfterChat,
     OrderLongAfterChat,
+    /// A chat, then an order 29 days after its end (attributed) and another 30 days and
+    /// a microsecond after it (just outside the window): both only when they still fall
+    /// in the past days, so in a shorter plan the visit is a chat without an order.
+    OrderMonthAfterChat,
     OrderWithoutChat,
     OrderInUnansweredChat,
     BrowseOnly,
@@ -307,6 +311,8 @@ pub fn plan(seed: u64, days: u32, visits: u32, now: Timestamp) -> Plan {
                     40..48 => Visit::OrderLongAfterChat,
                     48..68 => Visit::OrderWithoutChat,
                     68..78 => Visit::OrderInUnansweredChat,
+                    // Taken from the browsing visits, which it resembles in a short plan.
+                    78..84 => Visit::OrderMonthAfterChat,
                     _ => Visit::BrowseOnly,
                 };
                 let mut writes: Vec<(i64, Write)> = Vec::new();
@@ -316,19 +322,26 @@ pub fn plan(seed: u64, days: u32, visits: u32, now: Timestamp) -> Plan {
                     let at = cart_at + MINUTE;
                     writes.push((at, Write::Widget(g.cart(shop, &customer, currency, false, at))));
                 }
+                // The end of the chat of an order a month after it.
+                let month_chat_end = t0 + 10 * MINUTE;
                 let order_at = match visit {
                     Visit::OrderDuringChat | Visit::OrderInUnansweredChat => Some(t0 + 6 * MINUTE),
                     Visit::OrderDaysAfterChat => Some(t0 + g.rng.random_range(HOUR..3 * DAY)),
                     Visit::OrderLongAfterChat | Visit::OrderWithoutChat => Some(t0 + 10 * MINUTE),
+                    Visit::OrderMonthAfterChat => Some(month_chat_end + 29 * DAY),
                     Visit::BrowseOnly => None,
                 }
                 // Orders stay in the past days; today's trade is live.
                 .filter(|at| *at < today - HOUR);
+                let outside_window_at = Some(month_chat_end + 30 * DAY + 1)
+                    .filter(|at| visit == Visit::OrderMonthAfterChat && *at < today - HOUR);
                 let chat = match visit {
                     Visit::OrderDuringChat | Visit::BrowseOnly => {
                         g.chat_session(shop, &customer, t0, 15 * MINUTE, true, false)
                     }
-                    Visit::OrderDaysAfterChat => g.chat_session(shop, &customer, t0, 10 * MINUTE, true, false),
+                    Visit::OrderDaysAfterChat | Visit::OrderMonthAfterChat => {
+                        g.chat_session(shop, &customer, t0, 10 * MINUTE, true, false)
+                    }
                     Visit::OrderLongAfterChat => {
                         g.chat_session(shop, &customer, t0 - 33 * DAY, 10 * MINUTE, true, false)
                     }
@@ -363,6 +376,9 @@ pub fn plan(seed: u64, days: u32, visits: u32, now: Timestamp) -> Plan {
                         later.push((at + 3 * MINUTE, Write::Widget(again)));
                     }
                     writes.push((at, Write::Widget(order)));
+                }
+                if let Some(at) = outside_window_at {
+                    writes.push((at, Write::Widget(g.order(shop, &customer, currency, at))));
                 }
                 past.extend(writes);
             }
@@ -447,5 +463,39 @@ mod tests {
             }
         }
         assert!(late);
+    }
+
+    #[test]
+    fn a_month_long_plan_has_orders_29_days_and_just_over_30_days_after_a_chat() {
+        let p = plan(3, 36, 10, NOW);
+        let ends: std::collections::HashMap<(&str, &str), i64> = p
+            .past
+            .iter()
+            .filter_map(|w| match w {
+                Write::Chat(e) if e.kind == ChatEventKind::ChatEnded => {
+                    Some(((e.organization_id.as_str(), e.customer_id.as_str()), e.at.micros()))
+                }
+                _ => None,
+            })
+            .collect();
+        let after_chat: Vec<i64> = p
+            .orders()
+            .filter_map(|o| {
+                let end = ends.get(&(o.organization_id.as_str(), o.customer_id.as_str()))?;
+                Some(o.received_at.micros() - end)
+            })
+            .collect();
+        assert!(after_chat.contains(&(29 * DAY)));
+        assert!(after_chat.contains(&(30 * DAY + 1)));
+        // A week-long plan has no room for them: those visits order nothing.
+        let week = plan(3, 7, 10, NOW);
+        assert!(week.orders().all(|o| {
+            week.past.iter().all(|w| match w {
+                Write::Chat(e) if e.kind == ChatEventKind::ChatEnded && e.customer_id == o.customer_id => {
+                    ![29 * DAY, 30 * DAY + 1].contains(&(o.received_at.micros() - e.at.micros()))
+                }
+                _ => true,
+            })
+        }));
     }
 }

@@ -165,18 +165,26 @@ pub fn expected_reports(
             Write::Widget(_) => None,
         })
         .collect();
-    // The first occurrence of each (organization, order id) counts.
-    let mut seen = std::collections::HashSet::new();
-    let mut days: BTreeMap<(String, chrono::NaiveDate), Vec<Counted>> = BTreeMap::new();
+    // Of all occurrences of each (organization, order id), the one received first counts
+    // (on equal times, the smaller event id): the order in which the copies happen to be
+    // written or read plays no part.
+    let mut first: BTreeMap<(&str, &str), &WidgetEvent> = BTreeMap::new();
     for write in plan.past.iter().chain(&plan.past_later) {
         let Write::Widget(event) = write else { continue };
         if event.name != EventName::StoreOrderWasCreated {
             continue;
         }
-        let order = event.order.as_ref().unwrap();
-        if !seen.insert((event.organization_id.clone(), order.id.clone())) {
-            continue;
+        let id = (
+            event.organization_id.as_str(),
+            event.order.as_ref().unwrap().id.as_str(),
+        );
+        let earlier = |e: &WidgetEvent| (event.received_at, &event.event_id) < (e.received_at, &e.event_id);
+        if first.get(&id).is_none_or(|kept| earlier(kept)) {
+            first.insert(id, event);
         }
+    }
+    let mut days: BTreeMap<(String, chrono::NaiveDate), Vec<Counted>> = BTreeMap::new();
+    for event in first.into_values() {
         let theirs: Vec<&ChatEvent> = chats
             .iter()
             .copied()

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary, one shared broker, a private topic prefix per test.
 
 mod attributor;
+mod backlog;
 mod chaos;
 mod cli;
 mod compose;
