@@ -93,7 +93,8 @@ pub struct ProcessingArgs {
 
     /// Stable id of this worker, unique among the stage's replicas (default: the host
     /// name). A restarted worker with the same id takes its partitions back at once and
-    /// fences its earlier incarnation; two live replicas with one id fence each other.
+    /// fences its earlier incarnation; a worker that finds a live replica under its id
+    /// refuses to start.
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
 

@@ -25,6 +25,7 @@
 mod core;
 mod merge;
 mod metrics;
+mod namesake;
 mod restore;
 mod transaction;
 
@@ -48,6 +49,8 @@ use crate::shutdown::Shutdown;
 use crate::task::Application;
 use crate::topic_admin::{WantedTopic, ensure, partition_count};
 
+/// How long a worker that stopped heartbeating stays in the group.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Aborts in a row (no commit between) after which the worker gives up and exits.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
@@ -86,21 +89,40 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 }
 
 impl ClientContext for Rebalancer {
-    fn stats(&self, statistics: rdkafka::Statistics) {
+    /// Reads only the three offsets of each partition the worker needs, so that a field
+    /// another librdkafka version names differently cannot cost the whole update.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(topics) = stats.get("topics").and_then(serde_json::Value::as_object) else {
+            return;
+        };
         let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
-        for (name, topic) in statistics.topics {
-            for (partition, stats) in topic.partitions {
-                if partition < 0 {
+        for (name, topic) in topics {
+            let Some(partitions) = topic.get("partitions").and_then(serde_json::Value::as_object) else {
+                continue;
+            };
+            for (partition, stats) in partitions {
+                let offset = |field: &str| stats.get(field).and_then(serde_json::Value::as_i64);
+                let (Ok(partition), Some(next_fetch), Some(delivered), Some(stable_end)) = (
+                    partition.parse::<i32>(),
+                    offset("next_offset"),
+                    offset("app_offset"),
+                    offset("ls_offset"),
+                ) else {
                     continue;
+                };
+                if partition >= 0 {
+                    ends.insert(
+                        (name.clone(), partition),
+                        PartitionEnd {
+                            next_fetch,
+                            delivered,
+                            stable_end,
+                        },
+                    );
                 }
-                ends.insert(
-                    (name.clone(), partition),
-                    PartitionEnd {
-                        next_fetch: stats.next_offset,
-                        delivered: stats.app_offset,
-                        stable_end: stats.ls_offset,
-                    },
-                );
             }
         }
     }
@@ -249,6 +271,7 @@ fn run_blocking(
     let app = Arc::clone(&shape.app);
     let group = shape.group_id.clone();
     let member = format!("{group}-{worker_id}");
+    namesake::refuse_a_live_namesake(&config.kafka, &group, &worker_id, SESSION_TIMEOUT)?;
     // Fences any earlier producer with this transactional id and aborts its open
     // transaction.
     let tx = Transaction::init(&config.kafka, &member)?;
@@ -256,7 +279,7 @@ fn run_blocking(
     let ends: Arc<Ends> = Arc::default();
     let consumer: BaseConsumer<Rebalancer> = config
         .kafka
-        .client_config(&member)
+        .client_config(&namesake::client_id(&group, &worker_id))
         .set("group.id", &group)
         // Static membership: a restarted worker takes its partitions back at once, and
         // the broker fences an older incarnation with the same id.
@@ -265,7 +288,7 @@ fn run_blocking(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
         // Above the restore bound (10 minutes): a long restore must not cost the
         // worker its group membership.
         .set("max.poll.interval.ms", "900000")

@@ -14,3 +14,4 @@ mod stages;
 mod tail;
 mod topics;
 mod transactions;
+mod worker_id;

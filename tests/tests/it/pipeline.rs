@@ -165,16 +165,29 @@ async fn a_simulated_week_gives_exactly_the_reports_of_the_reference() {
             _ => None,
         })
         .collect();
-    eventually("today's order notifications", TIMEOUT, || async {
-        let mut seen = Vec::new();
-        while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(500), inbox.recv()).await {
-            if let Ok(n) = schemas::decode::<AgentNotification>(message.payload().unwrap_or_default()) {
-                seen.push(n.notification_id);
-            }
+    let enricher = pipeline.admins.iter().find(|(s, _)| *s == "enricher").unwrap().1;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !today_orders.iter().all(|id| seen.contains(id)) {
+        if tokio::time::Instant::now() > deadline {
+            // What the enricher knows of time, to tell a held order from a lost one.
+            let (_, metrics) = http_get(enricher, "/metrics").await.unwrap_or_default();
+            let time: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("stream_") || l.starts_with("enricher_"))
+                .collect();
+            let missing: Vec<&String> = today_orders.iter().filter(|id| !seen.contains(id)).collect();
+            panic!(
+                "today's order notifications missing after {TIMEOUT:?}: {missing:?}\nenricher:\n{}",
+                time.join("\n")
+            );
         }
-        today_orders.iter().all(|id| seen.contains(id)).then_some(())
-    })
-    .await;
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(500), inbox.recv()).await
+            && let Ok(n) = schemas::decode::<AgentNotification>(message.payload().unwrap_or_default())
+        {
+            seen.push(n.notification_id);
+        }
+    }
 
     // The orders fired twice were dropped and counted.
     let all = plan.orders().count();
@@ -182,7 +195,6 @@ async fn a_simulated_week_gives_exactly_the_reports_of_the_reference() {
         .orders()
         .map(|e| (e.organization_id.as_str(), e.order.as_ref().unwrap().id.as_str()))
         .collect();
-    let enricher = pipeline.admins.iter().find(|(s, _)| *s == "enricher").unwrap().1;
     let (_, metrics) = http_get(enricher, "/metrics").await.unwrap();
     let line = format!("enricher_duplicate_orders_total {}", all - unique.len());
     assert!(metrics.contains(&line), "{line} in:\n{metrics}");
