@@ -358,10 +358,11 @@ impl Core {
         }
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
-            while let Some(next) = self.tasks.get_mut(&partition).and_then(|task| {
-                task.merge
-                    .next(&self.shape.synchronized, &task.clocks, self.shape.max_task_idle)
-            }) {
+            while let Some(next) = self
+                .tasks
+                .get_mut(&partition)
+                .and_then(|task| task.merge.next(&self.shape.synchronized, self.shape.max_task_idle))
+            {
                 self.handle(&next.record(), next.event_time, next.mark)?;
             }
         }

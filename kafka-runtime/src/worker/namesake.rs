@@ -3,10 +3,11 @@
 //! and a supervisor restarting the old one would do the same to the newcomer).
 //!
 //! Each worker's consumer names itself `<group>-<worker id>@<host name>#<pid>`. At start
-//! the group's members are looked up: a member with this worker id on this host is
-//! alive while its process is (a SIGKILLed predecessor is not: it is ignored, so a
-//! restart takes its place at once); one on another host is waited for up to the
-//! session timeout (a dead one leaves by then) and is taken as alive if it stays.
+//! the group's members are looked up. A member with this worker id whose process on this
+//! host is gone (a predecessor killed with SIGKILL) is ignored, so a restart takes its
+//! place at once. Any other is waited for up to the session timeout: one that stopped
+//! heartbeating (dead elsewhere, or frozen) leaves the group by then, and the newcomer
+//! fences it; one that stays is a live replica, and the newcomer refuses to start.
 
 use std::time::{Duration, Instant};
 
@@ -69,30 +70,29 @@ pub(crate) fn refuse_a_live_namesake(
         let groups = lookup
             .fetch_group_list(Some(group), Duration::from_secs(10))
             .map_err(|e| Error::kafka("cannot look up the consumer group", e))?;
-        let mut elsewhere = None;
+        let mut live = None;
         for member in groups.groups().iter().flat_map(|g| g.members()) {
             let Some((host, pid)) = parse(member.client_id(), &prefix) else {
                 continue;
             };
-            if host == here {
-                if pid != me && alive_here(pid) {
-                    return Err(Error::Config(format!(
-                        "WORKER_ID {worker_id:?} is in use by a live worker of {group} on this host (pid {pid}); give each replica its own WORKER_ID"
-                    )));
-                }
-            } else {
-                elsewhere = Some(host);
+            let gone = host == here && (pid == me || !alive_here(pid));
+            if !gone {
+                live = Some(if host == here {
+                    format!("this host (pid {pid})")
+                } else {
+                    format!("host {host}")
+                });
             }
         }
-        let Some(host) = elsewhere else {
+        let Some(place) = live else {
             return Ok(());
         };
         if Instant::now() >= deadline {
             return Err(Error::Config(format!(
-                "WORKER_ID {worker_id:?} is in use by a live worker of {group} on host {host}; give each replica its own WORKER_ID"
+                "WORKER_ID {worker_id:?} is in use by a live worker of {group} on {place}; give each replica its own WORKER_ID"
             )));
         }
-        tracing::warn!(worker = worker_id, %host, "a worker with this id is still in the group; waiting for it to leave");
+        tracing::warn!(worker = worker_id, %place, "a worker with this id is in the group; waiting up to the session timeout for it to leave");
         std::thread::sleep(Duration::from_millis(500));
     }
 }

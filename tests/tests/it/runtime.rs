@@ -466,8 +466,25 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
         "{} of 20000",
         watch.read()
     );
-    // Same worker id: its transactional id and group instance id take over.
+    // The worker hangs (frozen, as a long pause would): it stops heartbeating and the
+    // group drops it after the session timeout. A successor with the same worker id
+    // waits for that (a live namesake it would refuse), then its transactional id and
+    // group instance id take over; woken up, the zombie finds itself fenced.
+    let pid = zombie.0.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen_at = watch.read();
     let successor = WorkerProcess::spawn(&env, &app, "w1");
+    assert!(
+        watch.wait_for(frozen_at + 500, Duration::from_secs(90)).await,
+        "the successor took over: {} of 20000, {frozen_at} when the zombie froze",
+        watch.read()
+    );
+    signal("-CONT");
 
     let mut zombie = zombie;
     let status = tokio::task::spawn_blocking(move || {

@@ -49,6 +49,7 @@ async fn a_second_live_worker_with_the_same_id_refuses_to_start_and_a_restart_do
     );
     assert!(!output.status.success(), "the namesake must not run: {said}");
     assert!(said.contains("is in use by a live worker"), "{said}");
+    // Refused once the session timeout (10 s) showed the first one is still there.
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     let (status, _) = http_get(first_admin, "/readyz").await.unwrap();
     assert_eq!(status, 200, "the first worker was left alone");
