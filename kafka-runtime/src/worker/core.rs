@@ -12,6 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use schemas::records::DeadLetter;
 use schemas::values::Timestamp;
 
+use super::ends::Ends;
 use super::merge::{Merge, Polled};
 use super::metrics::RuntimeMetrics;
 use super::restore::{CHECKPOINT_HEADER, CHECKPOINT_KEY, encode_checkpoint};
@@ -20,7 +21,7 @@ use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::EXPIRES_AT_HEADER;
 use crate::task::{Application, Clocks, Output, Record, Reject, Stores, TaskContext, timer_at};
-use crate::watermark::{BEGINNING, InputClock, Mark, is_mark};
+use crate::watermark::{BEGINNING, Mark, is_mark};
 
 /// Outputs larger than this are refused by the broker's default `message.max.bytes`;
 /// the input that produced one is dead-lettered instead of failing every retry.
@@ -138,7 +139,7 @@ impl Core {
         let mut changes = Vec::new();
         for (partition, task) in &mut self.tasks {
             if std::mem::take(&mut task.clocks_dirty) {
-                save_clocks(&task.clocks, &mut task.stores);
+                super::clocks::save(&task.clocks, &mut task.stores);
             }
             for (store, kv) in task.stores.all_mut() {
                 for change in kv.take_changes() {
@@ -280,7 +281,7 @@ impl Core {
             &self.offsets,
         )?;
         for (partition, stores) in stores {
-            let clocks = load_clocks(&self.shape, &stores);
+            let clocks = super::clocks::load(&self.shape, &stores);
             let now = Instant::now();
             let quiet_since = self
                 .shape
@@ -582,105 +583,5 @@ impl Core {
             }
         }
         Ok(())
-    }
-}
-
-/// Where the consumer stands in one partition, from its latest statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PartitionEnd {
-    /// The next offset the consumer will fetch.
-    pub(crate) next_fetch: i64,
-    /// The offset after the last record handed to the worker (negative: none yet).
-    pub(crate) delivered: i64,
-    /// The partition's last stable offset: the end a `read_committed` reader reaches.
-    pub(crate) stable_end: i64,
-}
-
-impl PartitionEnd {
-    /// Whether everything stable in the partition has been fetched, handed over and
-    /// processed (`processed`: the next offset after the last processed record). One
-    /// offset of slack on each side is a transaction's commit marker, which takes an
-    /// offset but is never handed over.
-    pub(crate) fn caught_up(&self, processed: Option<i64>) -> bool {
-        // Before the first fetch of a partition the ends are not known (negative).
-        if self.stable_end < 0 || self.next_fetch < self.stable_end {
-            return false;
-        }
-        if self.delivered < 0 {
-            // Nothing handed over since the assignment: caught up if there was nothing.
-            return processed.unwrap_or(0) + 1 >= self.stable_end;
-        }
-        self.delivered + 1 >= self.next_fetch && processed.is_some_and(|p| p + 1 >= self.delivered)
-    }
-}
-
-/// The latest [`PartitionEnd`] of every (topic, partition) the consumer reads.
-pub(crate) type Ends = std::sync::Mutex<HashMap<(String, i32), PartitionEnd>>;
-
-/// The clocks of a task's inputs, as restored from its `watermarks` store.
-fn load_clocks(shape: &Shape, stores: &Stores) -> Clocks {
-    let mut clocks = Clocks {
-        inputs: shape
-            .app
-            .inputs()
-            .into_iter()
-            .map(|input| {
-                let clock = if shape.written.contains(&input) {
-                    InputClock::written()
-                } else {
-                    InputClock::source()
-                };
-                (input, clock)
-            })
-            .collect(),
-    };
-    for (key, value) in stores.watermarks.prefix(&[]) {
-        let topic_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-        let topic = String::from_utf8_lossy(&key[..topic_end]);
-        if let Some(clock) = clocks.clock_mut(&topic) {
-            clock.restore(value);
-        }
-    }
-    clocks
-}
-
-/// Writes the clocks into the `watermarks` store (only changed entries become changelog
-/// records: an unchanged value is not written again).
-fn save_clocks(clocks: &Clocks, stores: &mut Stores) {
-    for (topic, clock) in &clocks.inputs {
-        for (suffix, value) in clock.entries() {
-            let mut key = topic.as_bytes().to_vec();
-            key.push(0);
-            key.extend_from_slice(&suffix);
-            if stores.watermarks.get(&key) != Some(value.as_slice()) {
-                stores.watermarks.put(&key, value);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PartitionEnd;
-
-    fn end(next_fetch: i64, delivered: i64, stable_end: i64) -> PartitionEnd {
-        PartitionEnd {
-            next_fetch,
-            delivered,
-            stable_end,
-        }
-    }
-
-    #[test]
-    fn caught_up_means_fetched_handed_over_and_processed() {
-        assert!(end(10, 10, 10).caught_up(Some(10)));
-        assert!(!end(8, 8, 10).caught_up(Some(8)), "more to fetch");
-        assert!(!end(10, 6, 10).caught_up(Some(6)), "fetched, not handed over yet");
-        assert!(!end(10, 10, 10).caught_up(Some(7)), "handed over, not processed");
-        assert!(end(11, 10, 11).caught_up(Some(10)), "a commit marker at the end");
-        assert!(end(0, -1001, 0).caught_up(None), "an empty partition");
-        assert!(!end(5, -1001, 5).caught_up(None), "records never handed over");
-        assert!(end(5, -1001, 5).caught_up(Some(5)), "all processed before a restart");
-        assert!(!end(-1001, -1001, -1001).caught_up(None), "not fetched yet: unknown");
     }
 }

@@ -20,9 +20,13 @@
 //! The worker's parts, each a file of this folder: [`core`] (the task set: records,
 //! watermarks, timers, commits), [`transaction`] (the transactional producer),
 //! [`restore`] (stores read back from changelogs), [`merge`] (synchronized inputs in
-//! event-time order) and [`metrics`].
+//! event-time order), [`clocks`] (input watermarks kept as state), [`ends`] (where the
+//! consumer stands in each partition), [`namesake`] (no two live workers under one id)
+//! and [`metrics`].
 
+mod clocks;
 mod core;
+mod ends;
 mod merge;
 mod metrics;
 mod namesake;
@@ -38,7 +42,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::topics::Cleanup;
 
-use self::core::{Core, Ends, PartitionEnd, Shape};
+use self::core::{Core, Shape};
+use self::ends::Ends;
 pub use self::metrics::RuntimeMetrics;
 pub use self::restore::QuietEof;
 use self::transaction::{CALL_TIMEOUT, Transaction};
@@ -89,42 +94,8 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 }
 
 impl ClientContext for Rebalancer {
-    /// Reads only the three offsets of each partition the worker needs, so that a field
-    /// another librdkafka version names differently cannot cost the whole update.
     fn stats_raw(&self, statistics: &[u8]) {
-        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
-            return;
-        };
-        let Some(topics) = stats.get("topics").and_then(serde_json::Value::as_object) else {
-            return;
-        };
-        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
-        for (name, topic) in topics {
-            let Some(partitions) = topic.get("partitions").and_then(serde_json::Value::as_object) else {
-                continue;
-            };
-            for (partition, stats) in partitions {
-                let offset = |field: &str| stats.get(field).and_then(serde_json::Value::as_i64);
-                let (Ok(partition), Some(next_fetch), Some(delivered), Some(stable_end)) = (
-                    partition.parse::<i32>(),
-                    offset("next_offset"),
-                    offset("app_offset"),
-                    offset("ls_offset"),
-                ) else {
-                    continue;
-                };
-                if partition >= 0 {
-                    ends.insert(
-                        (name.clone(), partition),
-                        PartitionEnd {
-                            next_fetch,
-                            delivered,
-                            stable_end,
-                        },
-                    );
-                }
-            }
-        }
+        ends::update(&self.ends, statistics);
     }
 }
 

@@ -147,9 +147,6 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
 
     let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
     let input = env.topic(Topic::OrdersAttributed);
-    // The attributor's tasks would mark the topic's watermark; here it follows the wall
-    // clock, so the past days close.
-    let _clock = env.upstream_clock(&input);
     let send = |o: AttributedOrder| {
         let (producer, input) = (producer.clone(), input.clone());
         async move {
@@ -172,6 +169,10 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
     send(order("5", &at(&d1, "12:00:00"), "999", "USD", None)).await;
     send(order("3", &at(&d2, "23:59:59.999999"), "10", "USD", Some(true))).await;
     send(order("4", &at(&d3, "00:00:00"), "20", "USD", Some(false))).await;
+    // The attributor's tasks would mark the topic's watermark; here it follows the wall
+    // clock from now on, so the past days close, each with all of its orders (written
+    // before the first mark).
+    let _clock = env.upstream_clock(&input);
 
     // Every day closes: the 28th by the orders' own time, the others by the wall clock
     // once the input is quiet.
