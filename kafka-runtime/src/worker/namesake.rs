@@ -66,6 +66,7 @@ pub(crate) fn refuse_a_live_namesake(
     let prefix = member_prefix(group, worker_id);
     let (here, me) = (host_name(), std::process::id());
     let deadline = Instant::now() + session_timeout + Duration::from_secs(2);
+    let mut told = false;
     loop {
         let groups = lookup
             .fetch_group_list(Some(group), Duration::from_secs(10))
@@ -92,7 +93,10 @@ pub(crate) fn refuse_a_live_namesake(
                 "WORKER_ID {worker_id:?} is in use by a live worker of {group} on {place}; give each replica its own WORKER_ID"
             )));
         }
-        tracing::warn!(worker = worker_id, %place, "a worker with this id is in the group; waiting up to the session timeout for it to leave");
+        if !told {
+            tracing::warn!(worker = worker_id, %place, "a worker with this id is in the group; waiting up to the session timeout for it to leave");
+            told = true;
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
