@@ -6,7 +6,7 @@
 //! restore reads back is exactly the state that goes with the committed offsets. A
 //! delete is a tombstone. An entry may carry an expiry in event time; it travels in the
 //! changelog record's `expires-at` header (the value stays the stage's own Avro record)
-//! and the store deletes the entry once the task's stream time passes it.
+//! and the store deletes the entry once the task's watermark passes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -57,7 +57,7 @@ impl KvStore {
         self.put_expiring(key, value, None);
     }
 
-    /// Stores `value`, to be deleted once stream time passes `expires_at`.
+    /// Stores `value`, to be deleted once the task's watermark passes `expires_at`.
     pub fn put_expiring(&mut self, key: &[u8], value: Vec<u8>, expires_at: Option<Timestamp>) {
         self.remember(key);
         self.dirty.insert(key.to_vec(), Some((value.clone(), expires_at)));
@@ -100,12 +100,12 @@ impl KvStore {
         self.bytes
     }
 
-    /// Deletes every entry whose expiry is at or before `stream_time`; returns how many.
-    pub fn expire(&mut self, stream_time: Timestamp) -> usize {
+    /// Deletes every entry whose expiry is at or before `watermark`; returns how many.
+    pub fn expire(&mut self, watermark: Timestamp) -> usize {
         let expired: Vec<Vec<u8>> = self
             .expiries
             .iter()
-            .take_while(|(at, _)| *at <= stream_time)
+            .take_while(|(at, _)| *at <= watermark)
             .map(|(_, key)| key.clone())
             .collect();
         for key in &expired {
