@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_runtime::store::time_key;
 use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder};
@@ -130,16 +131,11 @@ struct AttributorTask {
 /// The pending store's key of an order: its time first, so a scan meets orders in time
 /// order and stops at the watermark.
 fn pending_key(order: &EnrichedOrder) -> Vec<u8> {
-    let mut key = ((order.placed_at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    key.extend_from_slice(keys::org_customer(&order.organization_id, &order.customer_id).as_bytes());
-    key.push(0);
-    key.extend_from_slice(order.order.id.as_bytes());
-    key
-}
-
-fn pending_time(key: &[u8]) -> Option<Timestamp> {
-    let (at, _) = key.split_first_chunk::<8>()?;
-    Some(Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64))
+    let customer = keys::org_customer(&order.organization_id, &order.customer_id);
+    time_key(
+        order.placed_at,
+        &[customer.as_bytes(), b"\0", order.order.id.as_bytes()].concat(),
+    )
 }
 
 impl Task for AttributorTask {
@@ -165,10 +161,7 @@ impl Task for AttributorTask {
         if output != self.shared.attributed {
             return None;
         }
-        ctx.store(PENDING)
-            .prefix(&[])
-            .next()
-            .and_then(|(key, _)| pending_time(key))
+        ctx.store(PENDING).earliest_time()
     }
 }
 
@@ -196,21 +189,12 @@ impl AttributorTask {
     /// first.
     fn release(&self, ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
         let chats = ctx.input_watermark(&self.shared.chats);
-        loop {
-            let next = ctx
-                .store(PENDING)
-                .prefix(&[])
-                .next()
-                .filter(|(key, _)| pending_time(key).is_some_and(|at| at < chats))
-                .map(|(key, value)| (key.to_vec(), value.to_vec()));
-            let Some((key, value)) = next else {
-                return Ok(());
-            };
-            ctx.store(PENDING).delete(&key);
+        while let Some((_, value)) = ctx.store(PENDING).pop_earliest_before(chats) {
             let pending =
                 schemas::decode::<PendingOrder>(&value).map_err(|e| Reject(format!("bad pending order: {e}")))?;
             self.decide(ctx, &pending.order, "watermark")?;
         }
+        Ok(())
     }
 
     fn on_order(&self, ctx: &mut TaskContext<'_>, record: &Record<'_>, order: EnrichedOrder) -> Result<(), Reject> {

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_runtime::store::time_key;
 use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
@@ -178,26 +179,18 @@ impl Task for EnricherTask {
         if output != self.shared.orders {
             return None;
         }
-        ctx.store(PENDING_ORDERS)
-            .prefix(&[])
-            .next()
-            .and_then(|(key, _)| pending_time(key))
+        ctx.store(PENDING_ORDERS).earliest_time()
     }
 }
 
 /// The pending store's key of an occurrence: its time first, so a scan meets them in the
 /// order they are decided in, then the order, then the event id (the tie-break).
 fn pending_key(order: &EnrichedOrder) -> Vec<u8> {
-    let mut key = ((order.placed_at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    key.extend_from_slice(keys::org_order(&order.organization_id, &order.order.id).as_bytes());
-    key.push(0);
-    key.extend_from_slice(order.event_id.as_bytes());
-    key
-}
-
-fn pending_time(key: &[u8]) -> Option<Timestamp> {
-    let (at, _) = key.split_first_chunk::<8>()?;
-    Some(Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64))
+    let id = keys::org_order(&order.organization_id, &order.order.id);
+    time_key(
+        order.placed_at,
+        &[id.as_bytes(), b"\0", order.event_id.as_bytes()].concat(),
+    )
 }
 
 impl EnricherTask {
@@ -329,17 +322,7 @@ impl EnricherTask {
     /// first: the first of an order wins, the others are duplicates.
     fn release_orders(&self, ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
         let watermark = ctx.input_watermark(&self.shared.by_id);
-        loop {
-            let next = ctx
-                .store(PENDING_ORDERS)
-                .prefix(&[])
-                .next()
-                .filter(|(key, _)| pending_time(key).is_some_and(|at| at < watermark))
-                .map(|(key, value)| (key.to_vec(), value.to_vec()));
-            let Some((pending, value)) = next else {
-                return Ok(());
-            };
-            ctx.store(PENDING_ORDERS).delete(&pending);
+        while let Some((_, value)) = ctx.store(PENDING_ORDERS).pop_earliest_before(watermark) {
             let order = schemas::decode::<EnrichedOrder>(&value)
                 .map_err(|e| Reject(format!("a waiting order does not decode: {e}")))?;
             let key = keys::org_order(&order.organization_id, &order.order.id);
@@ -349,6 +332,7 @@ impl EnricherTask {
             }
             self.accept_order(ctx, &key, &value, &order)?;
         }
+        Ok(())
     }
 
     /// The occurrence that counts: remembered in the seen-set, sent to `sales.orders`

@@ -24,6 +24,21 @@ pub struct Change {
     pub expires_at: Option<Timestamp>,
 }
 
+/// A key that sorts by time first: `at` as 8 big-endian bytes with the sign bit flipped
+/// (so that byte order is time order, before the epoch included), then `rest`. Timers
+/// and the stages' held records are keyed so, and read back in time order.
+pub fn time_key(at: Timestamp, rest: &[u8]) -> Vec<u8> {
+    let mut key = ((at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(rest);
+    key
+}
+
+/// The time a key made by [`time_key`] starts with, and the rest of it.
+pub fn key_time(key: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let (at, rest) = key.split_first_chunk::<8>()?;
+    Some((Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64), rest))
+}
+
 /// A value with its optional expiry.
 type Entry = (Vec<u8>, Option<Timestamp>);
 
@@ -89,6 +104,27 @@ impl KvStore {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Of a store keyed by [`time_key`]: the earliest time it holds.
+    pub fn earliest_time(&self) -> Option<Timestamp> {
+        self.entries
+            .keys()
+            .next()
+            .and_then(|key| key_time(key))
+            .map(|(at, _)| at)
+    }
+
+    /// Of a store keyed by [`time_key`]: removes and returns the earliest entry (key and
+    /// value) when its time is before `before`.
+    pub fn pop_earliest_before(&mut self, before: Timestamp) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (key, (value, _)) = self.entries.first_key_value()?;
+        if key_time(key).is_none_or(|(at, _)| at >= before) {
+            return None;
+        }
+        let (key, value) = (key.clone(), value.clone());
+        self.delete(&key);
+        Some((key, value))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -381,5 +417,26 @@ mod tests {
         );
         assert_eq!(store.store().expire(Timestamp(1100)), 3);
         assert_eq!(store.fetch(b"k", Timestamp(-100), Timestamp(1000)).len(), 1);
+    }
+
+    #[test]
+    fn a_time_keyed_store_gives_its_entries_back_in_time_order_up_to_a_bound() {
+        let mut store = KvStore::default();
+        for (at, rest) in [(7, "b"), (-3, "a"), (7, "a"), (20, "z")] {
+            store.put(&time_key(Timestamp(at), rest.as_bytes()), rest.as_bytes().to_vec());
+        }
+        assert_eq!(
+            store.earliest_time(),
+            Some(Timestamp(-3)),
+            "before the epoch sorts first"
+        );
+        let mut popped = Vec::new();
+        while let Some((key, _)) = store.pop_earliest_before(Timestamp(20)) {
+            let (at, rest) = key_time(&key).unwrap();
+            popped.push((at.micros(), String::from_utf8(rest.to_vec()).unwrap()));
+        }
+        assert_eq!(popped, [(-3, "a".into()), (7, "a".into()), (7, "b".into())]);
+        assert_eq!(store.earliest_time(), Some(Timestamp(20)), "20 is not before 20");
+        assert_eq!(store.take_changes().iter().filter(|c| c.value.is_none()).count(), 3);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use schemas::values::Timestamp;
 
-use crate::store::{KvStore, WindowStore};
+use crate::store::{KvStore, WindowStore, time_key};
 use crate::watermark::{BEGINNING, InputClock};
 
 /// One input record.
@@ -164,7 +164,7 @@ pub struct Output {
 pub struct Stores {
     pub(crate) kv: BTreeMap<&'static str, KvStore>,
     pub(crate) windows: BTreeMap<&'static str, WindowStore>,
-    /// Timers: key `at (big-endian, sign-flipped) ++ tag`, empty value.
+    /// Timers: key [`time_key`]`(at, tag)`, empty value.
     pub(crate) timers: KvStore,
     /// The inputs' watermarks: key `input topic ++ \0 ++ clock entry`.
     pub(crate) watermarks: KvStore,
@@ -242,17 +242,6 @@ impl Clocks {
     }
 }
 
-pub(crate) fn timer_key(at: Timestamp, tag: &[u8]) -> Vec<u8> {
-    let mut key = ((at.micros() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    key.extend_from_slice(tag);
-    key
-}
-
-pub(crate) fn timer_at(key: &[u8]) -> Option<(Timestamp, &[u8])> {
-    let (at, tag) = key.split_first_chunk::<8>()?;
-    Some((Timestamp((u64::from_be_bytes(*at) ^ (1 << 63)) as i64), tag))
-}
-
 /// What a task may do while handling a record or a timer.
 #[derive(Debug)]
 pub struct TaskContext<'a> {
@@ -318,10 +307,10 @@ impl TaskContext<'_> {
     /// Calls [`Task::on_timer`] with `tag` once the task's watermark reaches `at`. Timers are
     /// state: they survive restarts and move with the partition.
     pub fn schedule(&mut self, at: Timestamp, tag: &[u8]) {
-        self.stores.timers.put(&timer_key(at, tag), Vec::new());
+        self.stores.timers.put(&time_key(at, tag), Vec::new());
     }
 
     pub fn cancel(&mut self, at: Timestamp, tag: &[u8]) {
-        self.stores.timers.delete(&timer_key(at, tag));
+        self.stores.timers.delete(&time_key(at, tag));
     }
 }

@@ -20,7 +20,8 @@ use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::EXPIRES_AT_HEADER;
-use crate::task::{Application, Clocks, Output, Record, Reject, Stores, TaskContext, timer_at};
+use crate::store::key_time;
+use crate::task::{Application, Clocks, Output, Record, Reject, Stores, TaskContext};
 use crate::watermark::{BEGINNING, Mark, is_mark};
 
 /// Outputs larger than this are refused by the broker's default `message.max.bytes`;
@@ -522,7 +523,7 @@ impl Core {
         let watermark = task.clocks.watermark();
         loop {
             let due = task.stores.timers.prefix(&[]).next().and_then(|(key, _)| {
-                timer_at(key)
+                key_time(key)
                     .filter(|(at, _)| *at <= watermark)
                     .map(|(at, tag)| (key.to_vec(), at, tag.to_vec()))
             });
