@@ -60,6 +60,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// This machine's host name, when it has one.
+pub(crate) fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// Settings of the transactional processing loop shared by the stateful stages.
 #[derive(Debug, Clone, Args)]
 pub struct ProcessingArgs {
@@ -106,14 +115,9 @@ pub struct ProcessingArgs {
 impl ProcessingArgs {
     /// `--worker-id`, or the host name.
     pub fn worker_id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "worker-1".into())
-        })
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| host_name().unwrap_or_else(|| "worker-1".into()))
     }
 
     /// Rejects settings that parse but cannot work.

@@ -549,28 +549,32 @@ impl Core {
     /// end of their partition (as the consumer's latest statistics, `ends`, tell) take
     /// the wall clock minus the allowed lateness as their watermark, so timers and
     /// expiry still happen without new records. Never while records wait.
-    pub(crate) fn advance_idle(&mut self, ends: &Ends) -> Result<()> {
+    pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
         let now = Timestamp::from_datetime(chrono::Utc::now());
         let to = Timestamp(
             now.micros()
                 .saturating_sub(schemas::values::duration_micros(self.shape.allowed_lateness)),
         );
-        let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        for partition in partitions {
-            let Some(task) = self.tasks.get_mut(&partition) else {
-                continue;
-            };
+        // Called on every turn of the loop: the statistics are locked and the keys built
+        // only for an input that is quiet long enough and behind the wall clock.
+        let mut ends = None;
+        let mut moved_partitions = Vec::new();
+        for (partition, task) in &mut self.tasks {
             let mut moved = false;
             for (input, since) in &task.quiet_since {
-                let key = (input.clone(), partition);
-                let ready = since.elapsed() >= self.shape.idle_advance
-                    && !task.merge.has_waiting(input)
-                    && task.clocks.input(input) < to
-                    && ends
-                        .get(&key)
-                        .is_some_and(|end| end.caught_up(self.offsets.get(&key).copied()));
-                if ready
+                if since.elapsed() < self.shape.idle_advance
+                    || task.merge.has_waiting(input)
+                    || task.clocks.input(input) >= to
+                {
+                    continue;
+                }
+                let ends =
+                    ends.get_or_insert_with(|| ends_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                let key = (input.clone(), *partition);
+                let caught_up = ends
+                    .get(&key)
+                    .is_some_and(|end| end.caught_up(self.offsets.get(&key).copied()));
+                if caught_up
                     && let Some(clock) = task.clocks.clock_mut(input)
                     && clock.advance_to(to)
                 {
@@ -579,9 +583,13 @@ impl Core {
             }
             if moved {
                 task.clocks_dirty = true;
-                self.advanced(partition)?;
-                self.touched.insert(partition);
+                moved_partitions.push(*partition);
             }
+        }
+        drop(ends);
+        for partition in moved_partitions {
+            self.advanced(partition)?;
+            self.touched.insert(partition);
         }
         Ok(())
     }

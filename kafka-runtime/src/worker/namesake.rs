@@ -31,9 +31,7 @@ fn member_prefix(group: &str, worker_id: &str) -> String {
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    crate::config::host_name().unwrap_or_default()
 }
 
 /// The host name and pid of a member named by [`client_id`] with this prefix.
