@@ -46,11 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let plan = simulator::plan(cli.seed, cli.days, cli.visits, now);
     let producer = simulator::write::producer(&cli.kafka)?;
     if cli.part != Part::Today {
-        simulator::write::organizations(&cli.kafka, &producer, &plan.organizations).await?;
-        simulator::write::records(&cli.kafka, &producer, &plan.past).await?;
-        // The second device's copies come later, as they do; the earliest placed copy
-        // counts whenever each arrives.
-        simulator::write::records(&cli.kafka, &producer, &plan.past_later).await?;
+        simulator::write::past(&cli.kafka, &producer, &plan).await?;
         println!(
             "simulator: {} organizations, {} past records written ({} orders, {} copies fired again from a second device)",
             plan.organizations.len(),

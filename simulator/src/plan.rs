@@ -91,6 +91,29 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// For every order whose customer saw a chat end in the past days, the time from that
+    /// end (the last one written, if several) to the order, in microseconds.
+    pub fn orders_after_chat_end(&self) -> Vec<i64> {
+        let ends: std::collections::HashMap<(&str, &str), i64> = self
+            .past
+            .iter()
+            .filter_map(|w| match w {
+                Write::Chat(e) if e.kind == ChatEventKind::ChatEnded => {
+                    Some(((e.organization_id.as_str(), e.customer_id.as_str()), e.at.micros()))
+                }
+                _ => None,
+            })
+            .collect();
+        self.orders()
+            .filter_map(|o| {
+                let end = ends.get(&(o.organization_id.as_str(), o.customer_id.as_str()))?;
+                Some(o.received_at.micros() - end)
+            })
+            .collect()
+    }
+}
+
 /// The (organization, order id) of every order among `writes`, each once.
 pub fn order_ids(writes: &[Write]) -> std::collections::HashSet<(String, String)> {
     writes
@@ -467,24 +490,7 @@ mod tests {
 
     #[test]
     fn a_month_long_plan_has_orders_29_days_and_just_over_30_days_after_a_chat() {
-        let p = plan(3, 36, 10, NOW);
-        let ends: std::collections::HashMap<(&str, &str), i64> = p
-            .past
-            .iter()
-            .filter_map(|w| match w {
-                Write::Chat(e) if e.kind == ChatEventKind::ChatEnded => {
-                    Some(((e.organization_id.as_str(), e.customer_id.as_str()), e.at.micros()))
-                }
-                _ => None,
-            })
-            .collect();
-        let after_chat: Vec<i64> = p
-            .orders()
-            .filter_map(|o| {
-                let end = ends.get(&(o.organization_id.as_str(), o.customer_id.as_str()))?;
-                Some(o.received_at.micros() - end)
-            })
-            .collect();
+        let after_chat = plan(3, 36, 10, NOW).orders_after_chat_end();
         assert!(after_chat.contains(&(29 * DAY)));
         assert!(after_chat.contains(&(30 * DAY + 1)));
         // A week-long plan has no room for them: those visits order nothing.

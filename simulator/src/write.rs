@@ -13,7 +13,7 @@ use schemas::topics::Topic;
 use serde_json::{Value, json};
 
 use crate::http::http;
-use crate::plan::Write;
+use crate::plan::{Plan, Write};
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -79,6 +79,15 @@ pub async fn records(kafka: &KafkaArgs, producer: &FutureProducer, writes: &[Wri
             .context("a record was not acknowledged")?;
     }
     Ok(())
+}
+
+/// A backfill of `plan`'s past: the organizations, the trade in its time order, then the
+/// second device's copies (later, as they come; the earliest placed copy counts
+/// whenever each arrives).
+pub async fn past(kafka: &KafkaArgs, producer: &FutureProducer, plan: &Plan) -> anyhow::Result<()> {
+    organizations(kafka, producer, &plan.organizations).await?;
+    records(kafka, producer, &plan.past).await?;
+    records(kafka, producer, &plan.past_later).await
 }
 
 /// The widget event as a storefront posts it (the public API's JSON).

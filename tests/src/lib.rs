@@ -363,6 +363,36 @@ pub fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public
     args
 }
 
+/// Runs the pipeline stage `name` (`ingest`, `enricher`, `attributor` or `reporter`) in
+/// this process with the command line `argv` (as [`stage_args`] makes it) until
+/// `shutdown`.
+pub fn run_stage(
+    name: &str,
+    argv: Vec<String>,
+    shutdown: kafka_runtime::shutdown::Shutdown,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    use clap::Parser;
+    match name {
+        "ingest" => tokio::spawn(ingest::run(ingest::Config::try_parse_from(argv).unwrap(), shutdown)),
+        "enricher" => tokio::spawn(enricher::run(enricher::Config::try_parse_from(argv).unwrap(), shutdown)),
+        "attributor" => tokio::spawn(attributor::run(
+            attributor::Config::try_parse_from(argv).unwrap(),
+            shutdown,
+        )),
+        "reporter" => tokio::spawn(reporter::run(reporter::Config::try_parse_from(argv).unwrap(), shutdown)),
+        other => panic!("{other} is not a stage of the pipeline"),
+    }
+}
+
+/// Waits until the admin listener at `admin` answers `/readyz` with 200, or panics
+/// after `timeout` saying that `what` was awaited.
+pub async fn await_ready(admin: std::net::SocketAddr, what: &str, timeout: Duration) {
+    eventually(what, timeout, || async {
+        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+}
+
 /// A free port on 127.0.0.1 for a listener a test starts.
 pub fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}"));

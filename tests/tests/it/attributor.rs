@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use sales_tests::{TestEnv, await_ready, free_local_addr, http_get, read_exactly};
 use schemas::keys;
 use schemas::records::{
     Agent, AgentKind, AttributedOrder, ChatEvent, ChatEventKind, CustomerOrderSummary, EnrichedOrder, HandledBy,
@@ -105,10 +105,7 @@ async fn orders_are_attributed_also_when_their_chat_events_come_late() {
     let shutdown = Shutdown::new();
     let _stop_on_failure = StopOnDrop(shutdown.clone());
     let task = tokio::spawn(attributor::run(config, shutdown.clone()));
-    eventually("the attributor to be ready", TIMEOUT, || async {
-        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
+    await_ready(admin, "the attributor to be ready", TIMEOUT).await;
 
     let w = Writer {
         producer: env.client_config().set("acks", "all").create().unwrap(),

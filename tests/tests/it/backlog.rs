@@ -9,16 +9,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::reference::expected_reports;
-use sales_tests::{TEST_PARTITIONS, TestEnv, eventually, free_local_addr, http_get, stage_args};
+use sales_tests::{TEST_PARTITIONS, TestEnv, await_ready, free_local_addr, http_get, run_stage, stage_args};
 use schemas::keys;
-use schemas::records::{ChatEventKind, DailySalesReport, EnrichedOrder};
+use schemas::records::{DailySalesReport, EnrichedOrder};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
 use simulator::{Plan, Write};
@@ -94,21 +93,7 @@ impl Worker {
             .expect("a stream stage takes a worker id");
         argv[at + 1] = id.to_string();
         let shutdown = Shutdown::new();
-        let task = match stage {
-            "enricher" => tokio::spawn(enricher::run(
-                enricher::Config::try_parse_from(argv).unwrap(),
-                shutdown.clone(),
-            )),
-            "attributor" => tokio::spawn(attributor::run(
-                attributor::Config::try_parse_from(argv).unwrap(),
-                shutdown.clone(),
-            )),
-            "reporter" => tokio::spawn(reporter::run(
-                reporter::Config::try_parse_from(argv).unwrap(),
-                shutdown.clone(),
-            )),
-            other => panic!("{other} is not a stream stage"),
-        };
+        let task = run_stage(stage, argv, shutdown.clone());
         Worker {
             stage,
             id: id.to_string(),
@@ -119,10 +104,10 @@ impl Worker {
     }
 
     async fn ready(&self) {
-        eventually(
+        await_ready(
+            self.admin,
             &format!("{} {} to be ready", self.stage, self.id),
             READY_TIMEOUT,
-            || async { matches!(http_get(self.admin, "/readyz").await, Ok((200, _))).then_some(()) },
         )
         .await;
     }
@@ -210,23 +195,7 @@ async fn stop_all(workers: Vec<Worker>) {
 /// window is crossed inside the backlog.
 fn month_plan(seed: u64, now: Timestamp) -> Plan {
     let plan = simulator::plan(seed, DAYS, VISITS, now);
-    let ends: HashMap<(&str, &str), i64> = plan
-        .past
-        .iter()
-        .filter_map(|w| match w {
-            Write::Chat(e) if e.kind == ChatEventKind::ChatEnded => {
-                Some(((e.organization_id.as_str(), e.customer_id.as_str()), e.at.micros()))
-            }
-            _ => None,
-        })
-        .collect();
-    let after_chat: Vec<i64> = plan
-        .orders()
-        .filter_map(|o| {
-            let end = ends.get(&(o.organization_id.as_str(), o.customer_id.as_str()))?;
-            Some(o.received_at.micros() - end)
-        })
-        .collect();
+    let after_chat = plan.orders_after_chat_end();
     assert!(
         after_chat.contains(&(29 * DAY_MICROS)) && after_chat.contains(&(30 * DAY_MICROS + 1)),
         "seed {seed} gives no order 29 days, or none just over 30 days, after a chat"
@@ -257,15 +226,7 @@ fn expected(plan: &Plan, now: Timestamp) -> BTreeMap<String, DailySalesReport> {
 /// second device's copies, which land on other partitions.
 async fn write_backlog(env: &TestEnv, plan: &Plan) {
     let producer = simulator::write::producer(&env.kafka).unwrap();
-    simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
-        .await
-        .unwrap();
-    simulator::write::records(&env.kafka, &producer, &plan.past)
-        .await
-        .unwrap();
-    simulator::write::records(&env.kafka, &producer, &plan.past_later)
-        .await
-        .unwrap();
+    simulator::write::past(&env.kafka, &producer, plan).await.unwrap();
 }
 
 /// Scrapes the too-late counter of every reporter worker among `workers`.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use sales_tests::reference::expected_reports;
-use sales_tests::{PrivateBroker, TestEnv, eventually, free_local_addr, http_get, read_exactly, stage_args};
+use sales_tests::{PrivateBroker, TestEnv, await_ready, free_local_addr, read_exactly, stage_args};
 use schemas::records::{EventName, WidgetEvent};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
@@ -102,16 +102,11 @@ async fn chaos(past: Past) {
     let now = Timestamp::from_datetime(chrono::Utc::now());
     let plan = simulator::plan(23, 7, 8, now);
     let producer = simulator::write::producer(&env.kafka).unwrap();
-    simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
-        .await
-        .unwrap();
-    if past == Past::Backlog {
-        simulator::write::records(&env.kafka, &producer, &plan.past)
+    match past {
+        Past::Backlog => simulator::write::past(&env.kafka, &producer, &plan).await.unwrap(),
+        Past::Live => simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
             .await
-            .unwrap();
-        simulator::write::records(&env.kafka, &producer, &plan.past_later)
-            .await
-            .unwrap();
+            .unwrap(),
     }
 
     let public = free_local_addr();
@@ -123,10 +118,10 @@ async fn chaos(past: Past) {
         })
         .collect();
     for stage in &stages {
-        eventually(
+        await_ready(
+            stage.admin,
             &format!("{} to be ready", stage.name),
             Duration::from_secs(90),
-            || async { matches!(http_get(stage.admin, "/readyz").await, Ok((200, _))).then_some(()) },
         )
         .await;
     }

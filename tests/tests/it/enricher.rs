@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use sales_tests::{TestEnv, await_ready, free_local_addr, http_get, read_exactly};
 use schemas::keys;
 use schemas::records::{
     Agent, AgentKind, AgentNotification, ChatEvent, ChatEventKind, DeadLetter, EnrichedOrder, NotificationKind,
@@ -53,10 +53,7 @@ impl RunningEnricher {
         let config = enricher::Config::try_parse_from(argv).unwrap();
         let shutdown = Shutdown::new();
         let task = tokio::spawn(enricher::run(config, shutdown.clone()));
-        eventually("the enricher to be ready", TIMEOUT, || async {
-            matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
+        await_ready(admin, "the enricher to be ready", TIMEOUT).await;
         RunningEnricher { admin, shutdown, task }
     }
 

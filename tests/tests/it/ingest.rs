@@ -9,7 +9,7 @@ use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
-use sales_tests::{HttpAnswer, PrivateBroker, TestEnv, eventually, free_local_addr, http, http_get};
+use sales_tests::{HttpAnswer, PrivateBroker, TestEnv, await_ready, eventually, free_local_addr, http, http_get};
 use schemas::records::{OrganizationSettings, WidgetEvent};
 use schemas::topics::Topic;
 use serde_json::{Value, json};
@@ -47,10 +47,7 @@ impl RunningIngest {
         let config = ingest::Config::try_parse_from(argv).unwrap();
         let shutdown = Shutdown::new();
         let task = tokio::spawn(ingest::run(config, shutdown.clone()));
-        eventually("ingest to be ready", Duration::from_secs(30), || async {
-            matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
+        await_ready(admin, "ingest to be ready", Duration::from_secs(30)).await;
         RunningIngest {
             public,
             admin,

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use sales_tests::reference::expected_reports;
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get, read_exactly, stage_args};
+use sales_tests::{TestEnv, await_ready, free_local_addr, http_get, read_exactly, run_stage, stage_args};
 use schemas::records::{AgentNotification, DailySalesReport, EventName};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
@@ -43,23 +42,11 @@ impl Pipeline {
         for stage in ["ingest", "enricher", "attributor", "reporter"] {
             let admin = free_local_addr();
             let argv = stage_args(env, stage, admin, ingest);
-            let shutdown = shutdown.clone();
-            tasks.push(match stage {
-                "ingest" => tokio::spawn(ingest::run(ingest::Config::try_parse_from(argv).unwrap(), shutdown)),
-                "enricher" => tokio::spawn(enricher::run(enricher::Config::try_parse_from(argv).unwrap(), shutdown)),
-                "attributor" => tokio::spawn(attributor::run(
-                    attributor::Config::try_parse_from(argv).unwrap(),
-                    shutdown,
-                )),
-                _ => tokio::spawn(reporter::run(reporter::Config::try_parse_from(argv).unwrap(), shutdown)),
-            });
+            tasks.push(run_stage(stage, argv, shutdown.clone()));
             admins.push((stage, admin));
         }
         for (stage, admin) in &admins {
-            eventually(&format!("{stage} to be ready"), TIMEOUT, || async {
-                matches!(http_get(*admin, "/readyz").await, Ok((200, _))).then_some(())
-            })
-            .await;
+            await_ready(*admin, &format!("{stage} to be ready"), TIMEOUT).await;
         }
         Pipeline {
             ingest,

@@ -11,7 +11,7 @@ use kafka_runtime::shutdown::Shutdown;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sales_tests::{KeyValue, TestEnv, eventually, free_local_addr, http_get, read_exactly};
+use sales_tests::{KeyValue, TestEnv, await_ready, eventually, free_local_addr, read_exactly};
 use schemas::records::{
     Agent, AgentKind, AttributedOrder, Attribution, DailySalesReport, HandledBy, OrganizationSettings, SaleTiming,
     WinsCounter,
@@ -88,10 +88,7 @@ async fn start_reporter(env: &TestEnv, group: &str) -> RunningReporter {
     .unwrap();
     let shutdown = Shutdown::new();
     let task = tokio::spawn(reporter::run(config, shutdown.clone()));
-    eventually("the reporter to be ready", TIMEOUT, || async {
-        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
+    await_ready(admin, "the reporter to be ready", TIMEOUT).await;
     RunningReporter { shutdown, task }
 }
 

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get, stage_args};
+use sales_tests::{TestEnv, await_ready, free_local_addr, http_get, stage_args};
 
 fn spawn(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_stage"))
@@ -17,13 +17,6 @@ fn spawn(args: &[String]) -> Child {
         .unwrap_or_else(|e| panic!("cannot start the attributor: {e}"))
 }
 
-async fn ready(admin: std::net::SocketAddr, what: &str, timeout: Duration) {
-    eventually(what, timeout, || async {
-        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_second_live_worker_with_the_same_id_refuses_to_start_and_a_restart_does_not() {
     let env = TestEnv::new().await;
@@ -32,7 +25,7 @@ async fn a_second_live_worker_with_the_same_id_refuses_to_start_and_a_restart_do
     let first_admin = free_local_addr();
     let first_args = stage_args(&env, "attributor", first_admin, public);
     let mut first = spawn(&first_args);
-    ready(first_admin, "the first attributor to be ready", Duration::from_secs(60)).await;
+    await_ready(first_admin, "the first attributor to be ready", Duration::from_secs(60)).await;
 
     // The same group and worker id, another admin listener.
     let second_admin = free_local_addr();
@@ -61,7 +54,7 @@ async fn a_second_live_worker_with_the_same_id_refuses_to_start_and_a_restart_do
     first.wait().unwrap();
     let restarted_at = Instant::now();
     let mut again = spawn(&first_args);
-    ready(
+    await_ready(
         first_admin,
         "the restarted attributor to be ready",
         Duration::from_secs(60),
