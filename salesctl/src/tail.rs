@@ -62,9 +62,13 @@ pub async fn tail(kafka: &KafkaArgs, args: &TailArgs, out: &mut impl Write) -> a
     assign_whole_topic(&consumer, &topic, start)?;
 
     let mut printed = 0;
+    // The idle timeout counts from the last record printed: the stages keep writing
+    // watermark marks into their topics, which are skipped, and must not keep tail alive.
+    let idle_until = |idle: Duration| tokio::time::Instant::now() + idle;
+    let mut deadline = args.idle_timeout.map(idle_until);
     while args.max.is_none_or(|max| printed < max) {
-        let message = match args.idle_timeout {
-            Some(idle) => match tokio::time::timeout(idle, consumer.recv()).await {
+        let message = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, consumer.recv()).await {
                 Ok(message) => message,
                 Err(_) => break,
             },
@@ -76,6 +80,7 @@ pub async fn tail(kafka: &KafkaArgs, args: &TailArgs, out: &mut impl Write) -> a
         }
         writeln!(out, "{}", render(&message))?;
         printed += 1;
+        deadline = args.idle_timeout.map(idle_until);
     }
     out.flush()?;
     Ok(printed)

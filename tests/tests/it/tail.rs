@@ -99,3 +99,52 @@ async fn tail_of_a_missing_topic_says_so() {
     let err = tail(&env.kafka, &args, &mut Vec::new()).await.unwrap_err();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
 }
+
+#[tokio::test]
+async fn tail_skips_watermark_marks_and_they_do_not_keep_it_from_going_idle() {
+    let env = TestEnv::new().await;
+    env.create_topics().await;
+    let topic = env.topic(Topic::OrdersAttributed);
+    let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
+    send(&producer, &topic, b"not a record").await;
+    // A writer stage marking the topic every 200 ms, all along.
+    let _clock = env.upstream_clock(&topic);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut args = TailArgs {
+        topic: Topic::OrdersAttributed.base_name().to_string(),
+        from_beginning: true,
+        max: None,
+        idle_timeout: Some(Duration::from_secs(2)),
+        watermarks: false,
+    };
+    let mut out = Vec::new();
+    let printed = tokio::time::timeout(TIMEOUT, tail(&env.kafka, &args, &mut out))
+        .await
+        .expect("tail stops once no record but marks came for the idle timeout")
+        .unwrap();
+    assert_eq!(printed, 1, "{}", String::from_utf8_lossy(&out));
+
+    args.watermarks = true;
+    args.max = Some(4);
+    let mut out = Vec::new();
+    tail(&env.kafka, &args, &mut out).await.unwrap();
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Asked for, the marks are printed as such (partitions interleave, so in any order
+    // with the one record).
+    let marks = lines
+        .iter()
+        .filter(|l| l["watermark"]["writer"] == "test-upstream/0")
+        .count();
+    assert!(marks >= 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["watermark"].is_object() || l["error"].is_string()),
+        "{lines:?}"
+    );
+}
