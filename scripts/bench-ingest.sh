@@ -7,6 +7,7 @@
 #
 #   scripts/bench-ingest.sh                      20 s of load from 64 connections
 #   DURATION=10s CONNECTIONS=32 scripts/bench-ingest.sh
+#   INGEST_BIN=path/to/another/ingest scripts/bench-ingest.sh   compare another build
 #
 # Settings (environment):
 #   DURATION (20s), CONNECTIONS (64), THREADS (2), WARMUP (3s)   the wrk load
@@ -30,7 +31,8 @@ ADMIN=${INGEST_BENCH_ADMIN:-127.0.0.1:19180}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export SALES_TOPIC_PREFIX="bench-$(date +%Y%m%d-%H%M%S)."
 export BENCH_ORG=org_bench BENCH_HOST=shop.bench.example
-# The load comes from one IP and one organization: every limit far above what two cores
+# The load comes from one IP and one organization: every limit (the connections per
+# address included, set by environment so that older builds ignore it) far above what two cores
 # can serve, so the run measures ingest and the broker, not the rate limiter.
 UNLIMITED=100000000
 LUA=scripts/bench/ingest.lua
@@ -97,7 +99,7 @@ for address in "$LISTEN" "$ADMIN"; do
   answers "$address" && die "$address is taken; set INGEST_BENCH_LISTEN / INGEST_BENCH_ADMIN"
 done
 # warn: a log line per request would be part of what is measured.
-"$BIN/ingest" --listen-addr "$LISTEN" --admin-addr "$ADMIN" --log-filter warn \
+INGEST_MAX_CONNECTIONS_PER_IP=$UNLIMITED "${INGEST_BIN:-$BIN/ingest}" --listen-addr "$LISTEN" --admin-addr "$ADMIN" --log-filter warn \
   --ip-rate "$UNLIMITED" --ip-burst "$UNLIMITED" --org-rate "$UNLIMITED" --org-burst "$UNLIMITED" \
   >"$OUT/ingest.log" 2>&1 &
 INGEST_PID=$!

@@ -13,9 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::validation::quoted;
 use schemas::values::Timestamp;
 use serde_json::json;
 
+use crate::forwarded::ClientAddress;
+use crate::identity::{self, IdentityKeys, Refusal};
 use crate::limits::{Rate, RateLimits, retry_after_seconds};
 use crate::metrics::{IngestMetrics, OrganizationLabel, RequestLabels};
 use crate::request::{ParsedEvent, Rejection, parse_event_with_host};
@@ -35,8 +38,8 @@ pub struct ApiSettings {
     /// broker, which has `ack_timeout`: an event may be written by then, and 408 would
     /// read as "not received".
     pub request_timeout: Duration,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Who the client behind a connection is.
+    pub clients: ClientAddress,
 }
 
 /// Everything a request needs.
@@ -44,6 +47,8 @@ pub struct Ingest {
     pub producer: FutureProducer,
     pub topic: String,
     pub organizations: Organizations,
+    /// The keys customer signatures are checked with.
+    pub identity_keys: IdentityKeys,
     pub limits: RateLimits,
     pub metrics: IngestMetrics,
     pub settings: ApiSettings,
@@ -230,7 +235,11 @@ impl From<ApiError> for Refused {
 
 /// Validates, checks and publishes one event; the accepted event's id.
 async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
-    let ip = client_ip(&request, &state.settings.trusted_proxies);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |ConnectInfo(addr)| addr.ip());
+    let ip = state.settings.clients.of(peer, request.headers());
     state
         .limits
         .check_ip(ip)
@@ -250,8 +259,11 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
             "the request body was not received in time; send it again",
         )
     })??;
-    let ParsedEvent { event, page_host } =
-        parse_event_with_host(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(ApiError::from)?;
+    let ParsedEvent {
+        mut event,
+        page_host,
+        customer_signature,
+    } = parse_event_with_host(&bytes, Timestamp::from_datetime(chrono::Utc::now())).map_err(ApiError::from)?;
 
     if !state.organizations.is_loaded() {
         return Err(ApiError::settings_loading().event_id(&event.event_id).into());
@@ -291,16 +303,29 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
         }
     };
     if !org.is_connected(&page_host) {
-        return Err(not_connected(Some("page.url"), format!("the page host {page_host:?}")));
+        return Err(not_connected(
+            Some("page.url"),
+            format!("the page host {}", quoted(&page_host)),
+        ));
     }
     if let Some(origin) = origin
         && foreign_origin
     {
         return Err(not_connected(
             None,
-            format!("the Origin {:?}", origin.to_str().unwrap_or("?")),
+            format!("the Origin {}", quoted(origin.to_str().unwrap_or("?"))),
         ));
     }
+
+    // Before the organization's rate limit, so events refused here do not use it up.
+    event.identity_verified = identity::check(
+        &org.identity,
+        &state.identity_keys,
+        &event.organization_id,
+        &event.customer_id,
+        customer_signature.as_deref(),
+    )
+    .map_err(|refusal| identity_refused(state, &event.organization_id, &event.event_id, refusal))?;
 
     let own = org.rate_limit.map(|(per_second, burst)| Rate { per_second, burst });
     state
@@ -322,6 +347,38 @@ async fn accept(state: &Ingest, request: Request) -> Result<String, Refused> {
         .await
         .map_err(|e| e.event_id(&event.event_id))?;
     Ok(event.event_id)
+}
+
+/// The answer to an event whose customer signature does not let it in: 422 for the
+/// client's fault; 503 when a key the organization's settings name is not in the keys
+/// file, a fault of the deployment, logged and counted, which the client may retry.
+fn identity_refused(state: &Ingest, organization_id: &str, event_id: &str, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Invalid(message) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field("customer_signature")
+        }
+        Refusal::KeyUnavailable { key_id } => {
+            tracing::error!(
+                organization = organization_id,
+                key_id = key_id.as_deref().unwrap_or("(none named)"),
+                "a customer signature cannot be checked: the organization's settings name a key the identity keys file (INGEST_IDENTITY_KEYS_FILE) does not hold"
+            );
+            state
+                .metrics
+                .identity_key_missing
+                .get_or_create(&OrganizationLabel {
+                    organization: organization_id.to_string(),
+                })
+                .inc();
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the customer's signature cannot be checked at the moment; retry later with the same event_id",
+            )
+            .retry_after(30)
+            .event_id(event_id)
+        }
+    }
 }
 
 /// Hands the event to the producer and waits for the broker's acknowledgement (acks=all);
@@ -354,7 +411,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("Content-Type must be application/json, got {}", other.unwrap_or("none")),
+            format!(
+                "Content-Type must be application/json, got {}",
+                other.map_or("none".to_string(), quoted)
+            ),
         )),
     }
 }
@@ -385,33 +445,6 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum
             )
         }
     })
-}
-
-/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-/// address in `X-Forwarded-For` that is not a trusted proxy. IPv4-mapped IPv6 addresses
-/// (a dual-stack listener's view of IPv4 peers) are read as the IPv4 addresses they are,
-/// so a proxy or client is recognized however its address is written.
-fn client_ip(request: &Request, trusted: &[IpAddr]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    request
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
 }
 
 fn origin_host(origin: &HeaderValue) -> Option<String> {
@@ -504,6 +537,7 @@ mod tests {
             producer,
             topic: "sales.events.raw".into(),
             organizations,
+            identity_keys: IdentityKeys::default(),
             limits: RateLimits::new(
                 ip_rate,
                 Rate {
@@ -516,7 +550,7 @@ mod tests {
                 body_limit: 1024,
                 ack_timeout: Duration::from_millis(100),
                 request_timeout: Duration::from_secs(5),
-                trusted_proxies: vec![],
+                clients: ClientAddress::new(&[], crate::forwarded::ForwardedHeader::XForwardedFor),
             },
         })
     }
@@ -792,6 +826,7 @@ mod tests {
                 websites: vec!["other-shop.example.net".into()],
                 rate_limit: None,
                 timezone: "UTC".into(),
+                identity: Default::default(),
             },
         );
         let request = with_origin(post(&event()), "https://other-shop.example.net");
@@ -908,47 +943,12 @@ mod tests {
             "method_not_allowed",
             "request_timeout",
             "internal_error",
+            "too_many_connections",
+            "bad_request",
+            "headers_too_large",
+            "uri_too_long",
         ] {
             assert!(codes.contains(code), "{code} missing from {codes}");
         }
-    }
-
-    #[test]
-    fn a_trusted_proxys_forwarded_for_names_the_client() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut request = HttpRequest::post("/v1/events")
-            .header("x-forwarded-for", "203.0.113.7, 10.0.0.1")
-            .body(Body::empty())
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::new(proxy, 4000)));
-        assert_eq!(client_ip(&request, &[proxy]), "203.0.113.7".parse::<IpAddr>().unwrap());
-        // From an untrusted peer the header is ignored: anyone could write it.
-        assert_eq!(client_ip(&request, &[]), proxy);
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_are_read_as_ipv4() {
-        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-        let request = |peer: &str, forwarded: &str| {
-            let mut request = HttpRequest::post("/v1/events")
-                .header("x-forwarded-for", forwarded)
-                .body(Body::empty())
-                .unwrap();
-            request
-                .extensions_mut()
-                .insert(ConnectInfo(SocketAddr::new(ip(peer), 4000)));
-            request
-        };
-        // A proxy configured as 10.0.0.1, seen by a dual-stack listener as ::ffff:10.0.0.1.
-        let r = request("::ffff:10.0.0.1", "::ffff:203.0.113.7, ::ffff:10.0.0.1");
-        assert_eq!(client_ip(&r, &[ip("10.0.0.1")]), ip("203.0.113.7"));
-        // And the other way round.
-        let r = request("10.0.0.1", "203.0.113.7");
-        assert_eq!(client_ip(&r, &[ip("::ffff:10.0.0.1")]), ip("203.0.113.7"));
-        // An untrusted mapped peer is its IPv4 address.
-        let r = request("::ffff:198.51.100.9", "203.0.113.7");
-        assert_eq!(client_ip(&r, &[ip("10.0.0.1")]), ip("198.51.100.9"));
     }
 }

@@ -4,15 +4,21 @@
 //! - [`Config`]: its settings.
 //! - [`request`]: posted JSON to a `WidgetEvent`, or the reason it is refused.
 //! - [`settings`]: organization settings, followed from `accounts.organizations`.
+//! - [`identity`]: signed customer identities, the keys file and the check.
 //! - [`limits`]: rate limits per client IP and per organization.
+//! - [`forwarded`]: the client's address behind trusted proxies.
+//! - [`server`]: the public connections, bounded in time, number and memory.
 //! - [`api`]: the public routes (`/v1/*`).
 //! - [`metrics`]: ingest's metrics.
 //! - [`run`]: serves the public and admin listeners until shutdown.
 
 pub mod api;
+pub mod forwarded;
+pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod request;
+pub mod server;
 pub mod settings;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,8 +33,10 @@ use kafka_runtime::stage::Stage;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::api::{ApiSettings, Ingest};
+use crate::forwarded::{ClientAddress, ForwardedHeader};
 use crate::limits::{Rate, RateLimits};
 use crate::metrics::IngestMetrics;
+use crate::server::{ConnectionMetrics, ConnectionSettings};
 use crate::settings::Organizations;
 
 /// Settings of ingest; every flag also reads its environment variable.
@@ -62,6 +70,12 @@ pub struct Config {
     #[arg(long, env = "INGEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// File of the secrets organizations sign customer ids with: one KEY_ID=SECRET a
+    /// line, # comments. Read again when it changes; a malformed file stops the start.
+    /// Without it no signature can be verified.
+    #[arg(long, env = "INGEST_IDENTITY_KEYS_FILE")]
+    pub identity_keys_file: Option<std::path::PathBuf>,
+
     /// Events per second an organization may send, unless its settings say otherwise.
     #[arg(long, env = "INGEST_ORG_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub org_rate: u32,
@@ -78,10 +92,45 @@ pub struct Config {
     #[arg(long, env = "INGEST_IP_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub ip_burst: u32,
 
-    /// Comma-separated addresses of reverse proxies whose X-Forwarded-For names the
+    /// Comma-separated addresses of reverse proxies whose forwarding header names the
     /// client; from any other peer the header is ignored.
     #[arg(long, env = "INGEST_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+
+    /// The header the trusted proxies write the client's address to; the other one is
+    /// ignored, since a client could write it.
+    #[arg(long, env = "INGEST_FORWARDED_HEADER", value_enum, default_value = "x-forwarded-for")]
+    pub forwarded_header: ForwardedHeader,
+
+    /// Time a client has to send a whole request head, counted from when the connection
+    /// can take a request (opened, or the previous answer sent); then it is closed.
+    #[arg(long, env = "INGEST_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a connection may send nothing (before its first request, or between
+    /// requests) before it is closed; at most INGEST_HEADER_TIMEOUT.
+    #[arg(long, env = "INGEST_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    /// It bounds the memory a connection holding an unfinished head costs.
+    #[arg(long, env = "INGEST_HEADER_LIMIT", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub header_limit: u32,
+
+    /// Open connections at most; more are answered 503 and closed at once.
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Open connections at most from one client address (an IPv6 client is its /64);
+    /// more are answered 503 and closed at once. Trusted proxies are bounded by
+    /// INGEST_MAX_CONNECTIONS only.
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// On shutdown, how long requests in flight have to finish; connections still open
+    /// then are closed (no request answered 202 is affected: its event is stored).
+    #[arg(long, env = "INGEST_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 /// The producer behind every 202: idempotent, acks from all in-sync replicas, and a
@@ -105,11 +154,20 @@ pub fn producer(config: &Config) -> anyhow::Result<FutureProducer> {
 /// producer is flushed.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(?config, "ingest starting");
+    anyhow::ensure!(
+        config.idle_timeout <= config.header_timeout,
+        "INGEST_IDLE_TIMEOUT ({:?}) must not exceed INGEST_HEADER_TIMEOUT ({:?}): the head's timer also runs while a connection waits",
+        config.idle_timeout,
+        config.header_timeout
+    );
+    let identity_keys = identity::IdentityKeys::open(config.identity_keys_file.as_deref())?;
     let public = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {} (INGEST_LISTEN_ADDR)", config.listen_addr))?;
     let mut stage = Stage::new("ingest", &config.kafka, shutdown.clone())?;
     let metrics = IngestMetrics::register(stage.registry());
+    let connection_metrics = ConnectionMetrics::register(stage.registry());
+    let clients = ClientAddress::new(&config.trusted_proxies, config.forwarded_header);
     let settings_ready = stage.readiness().check("settings");
 
     let organizations = Organizations::default();
@@ -117,6 +175,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         producer: producer(&config)?,
         topic: config.kafka.topic_names()?.name(schemas::topics::Topic::EventsRaw),
         organizations: organizations.clone(),
+        identity_keys: identity_keys.clone(),
         limits: RateLimits::new(
             Rate {
                 per_second: config.ip_rate,
@@ -132,7 +191,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             body_limit: config.body_limit as usize,
             ack_timeout: config.ack_timeout,
             request_timeout: config.request_timeout,
-            trusted_proxies: config.trusted_proxies.clone(),
+            clients: clients.clone(),
         },
     });
 
@@ -154,16 +213,27 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
     });
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ingest), shutdown.clone()));
+    // Ends by itself at shutdown; nothing waits on it.
+    drop(tokio::spawn(identity_keys.watch(shutdown.clone())));
 
     tracing::info!(listen_addr = %config.listen_addr, "public listener up: /v1/*");
-    let app = api::router(Arc::clone(&ingest)).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(public, app)
-        .with_graceful_shutdown({
-            let shutdown = shutdown.clone();
-            async move { shutdown.requested().await }
-        })
-        .await
-        .context("public listener failed")?;
+    let connections = ConnectionSettings {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        head_limit: config.header_limit as usize,
+        max_connections: config.max_connections as usize,
+        max_connections_per_ip: config.max_connections_per_ip as usize,
+        drain_timeout: config.drain_timeout,
+    };
+    server::serve(
+        public,
+        api::router(Arc::clone(&ingest)),
+        connections,
+        clients,
+        connection_metrics,
+        shutdown.clone(),
+    )
+    .await;
 
     // Every 202 was already acknowledged; what is still queued belongs to requests that
     // were answered 503 or are gone. Give it a moment anyway.

@@ -26,6 +26,7 @@ pub struct IngestMetrics {
     pub acceptance_seconds: Histogram,
     pub producer_queue_depth: Gauge,
     pub website_not_connected: Family<OrganizationLabel, Counter>,
+    pub identity_key_missing: Family<OrganizationLabel, Counter>,
 }
 
 impl IngestMetrics {
@@ -36,6 +37,7 @@ impl IngestMetrics {
             acceptance_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             producer_queue_depth: Gauge::default(),
             website_not_connected: Family::default(),
+            identity_key_missing: Family::default(),
         };
         registry.register(
             "ingest_requests",
@@ -56,6 +58,11 @@ impl IngestMetrics {
             "ingest_website_not_connected",
             "Events refused because the page or Origin is not a connected website, per organization",
             metrics.website_not_connected.clone(),
+        );
+        registry.register(
+            "ingest_identity_key_missing",
+            "Events answered 503 because a key the organization's settings name is not in the identity keys file, per organization",
+            metrics.identity_key_missing.clone(),
         );
         metrics
     }

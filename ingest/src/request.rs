@@ -3,9 +3,13 @@
 //! through a float. The field rules themselves are shared with the enricher
 //! ([`schemas::validation`]); this module only knows the JSON shape.
 
+use std::marker::PhantomData;
+
 use rust_decimal::Decimal;
 use schemas::records::{CartLine, CartProduct, EventName, LineItem, Order, Page, SalesChannel, WidgetEvent};
-use schemas::validation::{FieldError, FieldErrorKind, validate_widget_event};
+use schemas::validation::{
+    FieldError, FieldErrorKind, MAX_DISCOUNTS, MAX_QUOTED, quoted, validate_widget_event, without_userinfo,
+};
 use schemas::values::{Money, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -50,12 +54,101 @@ impl From<schemas::validation::FieldError> for Rejection {
 }
 
 impl Rejection {
+    /// Every message, ours and serde's, goes through [`short_message`]: an answer never
+    /// echoes more than a short prefix of what the client sent.
     fn new(code: RejectCode, message: impl Into<String>, field: Option<String>) -> Self {
         Rejection {
             code,
-            message: message.into(),
+            message: short_message(message.into()),
             field,
         }
+    }
+}
+
+/// The longest message an answer carries; every message of this module is shorter, so
+/// only an echo of client input left uncut by [`shorten_quotes`] could reach it.
+const MAX_MESSAGE: usize = 400;
+
+/// `message` with every quoted value cut to its first [`MAX_QUOTED`] characters (serde
+/// quotes the client's value in full: `invalid type: string "…60 KB…", expected i32`),
+/// and the whole cut to [`MAX_MESSAGE`] characters.
+fn short_message(message: String) -> String {
+    let mut message = if message.contains('"') {
+        shorten_quotes(&message)
+    } else {
+        message
+    };
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+/// Cuts each `"`-quoted part of `message` (Rust's or JSON's escaping: `\"`, `\\`, `\n`,
+/// `\u{1f}`, `\u001f`) after [`MAX_QUOTED`] characters, an escape counting as one, and
+/// marks the cut with `…` before the closing quote.
+fn shorten_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE * 2));
+    let mut chars = message.chars().peekable();
+    // Characters shown of the quoted part being read, when one is.
+    let mut quote: Option<usize> = None;
+    while let Some(c) = chars.next() {
+        let Some(shown) = quote else {
+            out.push(c);
+            if c == '"' {
+                quote = Some(0);
+            }
+            continue;
+        };
+        if c == '"' {
+            if shown > MAX_QUOTED {
+                out.push('…');
+            }
+            out.push('"');
+            quote = None;
+            continue;
+        }
+        let mut unit = String::from(c);
+        if c == '\\'
+            && let Some(escaped) = chars.next()
+        {
+            unit.push(escaped);
+            if escaped == 'u' {
+                if chars.peek() == Some(&'{') {
+                    // \u{1f}
+                    while let Some(hex) = chars.next_if(|&h| h != '"') {
+                        unit.push(hex);
+                        if hex == '}' {
+                            break;
+                        }
+                    }
+                } else {
+                    // \u001f
+                    for _ in 0..4 {
+                        if let Some(hex) = chars.next_if(char::is_ascii_hexdigit) {
+                            unit.push(hex);
+                        }
+                    }
+                }
+            }
+        }
+        if shown < MAX_QUOTED {
+            out.push_str(&unit);
+        }
+        quote = Some(shown + 1);
+    }
+    if quote.is_some_and(|shown| shown > MAX_QUOTED) {
+        out.push('…');
+    }
+    out
+}
+
+/// At most [`MAX_QUOTED`] characters of `text`, then `…` when there were more.
+fn prefix(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
     }
 }
 
@@ -65,6 +158,9 @@ pub struct ParsedEvent {
     pub event: WidgetEvent,
     /// The host of `page.url`, lower case.
     pub page_host: String,
+    /// The customer's signature as sent, checked against the organization's settings
+    /// by [`crate::identity`].
+    pub customer_signature: Option<String>,
 }
 
 /// Parses and validates one posted event. `event_id` is assigned when absent;
@@ -93,7 +189,8 @@ pub fn parse_event_with_host(body: &[u8], received_at: Timestamp) -> Result<Pars
             return Err(Rejection::new(
                 RejectCode::UnknownEvent,
                 format!(
-                    "unknown event {other:?}; expected store_order_was_created, store_product_added_to_cart or store_product_removed_from_cart"
+                    "unknown event {}; expected store_order_was_created, store_product_added_to_cart or store_product_removed_from_cart",
+                    quoted(other)
                 ),
                 Some("name".into()),
             ));
@@ -104,6 +201,15 @@ pub fn parse_event_with_host(body: &[u8], received_at: Timestamp) -> Result<Pars
     let (order, cart_lines) = match name {
         EventName::StoreOrderWasCreated => {
             let data: OrderData = from_json(envelope.data.get().as_bytes(), "data")?;
+            // Counted as sent: the record keeps only the discounts with a code, and
+            // validation counts those.
+            if data.order.discounts.len() > MAX_DISCOUNTS {
+                return Err(Rejection::new(
+                    RejectCode::InvalidField,
+                    format!("must hold at most {MAX_DISCOUNTS} discounts"),
+                    Some("data.order.discounts".into()),
+                ));
+            }
             kept_discounts = data
                 .order
                 .discounts
@@ -142,7 +248,10 @@ pub fn parse_event_with_host(body: &[u8], received_at: Timestamp) -> Result<Pars
         customer_id: envelope.customer_id,
         name,
         page: Page {
-            url: envelope.page.url,
+            // A page reached through `https://user:pass@shop.example/...` is accepted
+            // without its userinfo: a store's order must not be lost over how the page
+            // was reached, and credentials must never reach a topic.
+            url: without_userinfo(&envelope.page.url).unwrap_or(envelope.page.url),
             title: envelope.page.title,
             referrer: envelope.page.referrer,
         },
@@ -150,9 +259,14 @@ pub fn parse_event_with_host(body: &[u8], received_at: Timestamp) -> Result<Pars
         received_at,
         order,
         cart_lines,
+        identity_verified: false,
     };
     let page_host = validate_widget_event(&event).map_err(|e| renumber_discounts(e, &kept_discounts))?;
-    Ok(ParsedEvent { event, page_host })
+    Ok(ParsedEvent {
+        event,
+        page_host,
+        customer_signature: envelope.customer_signature,
+    })
 }
 
 /// A discount without a code is left out of the record, so the record's discount `i` is
@@ -232,6 +346,68 @@ fn reject(error: &serde_path_to_error::Error<serde_json::Error>, prefix: &str) -
     Rejection::new(RejectCode::InvalidField, message, Some(field))
 }
 
+/// A struct serde would also read from a JSON array, by position (`["1042", "#1042",
+/// "USD", 149.99, ...]` as an order); where the contract says object, only an object
+/// will do. Each payload struct below derives its field reading as an inherent
+/// `deserialize` (`#[serde(remote = "Self")]`) and [`objects_only!`] gives it the
+/// `Deserialize` impl, which hands that reading a JSON object and refuses anything else.
+trait FromObject<'de>: Sized {
+    fn from_object<A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// Accepts a JSON object only; an array is "must be a JSON object", any other value
+/// serde's "invalid type: ..., expected a JSON object".
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: FromObject<'de>> de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_object(map)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<T, A::Error> {
+        Err(de::Error::custom("must be a JSON object, not an array"))
+    }
+}
+
+macro_rules! objects_only {
+    ($($name:ident),+ $(,)?) => {$(
+        impl<'de> FromObject<'de> for $name {
+            fn from_object<A: de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+                // The derived (remote = "Self") reading, fed the object's entries.
+                $name::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // `any`, not `map`: serde_json's `deserialize_map` refuses an array with a
+                // message naming the Rust type; this way the visitor words it.
+                deserializer.deserialize_any(ObjectVisitor(PhantomData))
+            }
+        }
+    )+};
+}
+
+// Every struct read from the payload but the envelope (the body itself, checked to be
+// an object before it is read).
+objects_only!(
+    PageIn,
+    OrderData,
+    OrderIn,
+    SalesChannelIn,
+    DiscountIn,
+    LineItemIn,
+    CartData,
+    CartLineIn,
+    CartProductIn,
+);
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     organization_id: String,
@@ -242,9 +418,11 @@ struct Envelope<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
     occurred_at: Option<String>,
+    customer_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct PageIn {
     url: String,
     title: Option<String>,
@@ -252,11 +430,13 @@ struct PageIn {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct OrderData {
     order: OrderIn,
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct OrderIn {
     id: Id,
     order_number: Id,
@@ -273,12 +453,14 @@ struct OrderIn {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct SalesChannelIn {
     id: Option<Id>,
     name: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct DiscountIn {
     /// Optional: some platforms report automatic discounts without a code. Such a
     /// discount has nothing to keep, since the record holds only codes.
@@ -286,6 +468,7 @@ struct DiscountIn {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct LineItemIn {
     product_id: Id,
     title: String,
@@ -298,11 +481,13 @@ struct LineItemIn {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct CartData {
     cart_lines: Vec<CartLineIn>,
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct CartLineIn {
     total_price: Amount,
     currency: String,
@@ -311,6 +496,7 @@ struct CartLineIn {
 }
 
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct CartProductIn {
     id: Id,
     title: String,
@@ -413,18 +599,28 @@ impl<'de> Deserialize<'de> for Amount {
 pub fn parse_amount(text: &str) -> Result<Money, String> {
     let text = text.trim();
     if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Err(format!("must be a number, got {text}"));
+        let got = match text.as_bytes().first() {
+            Some(b'"') => "a string".into(),
+            Some(b'{') => "an object".into(),
+            Some(b'[') => "an array".into(),
+            Some(b't' | b'f') => "a boolean".into(),
+            Some(b'n') => "null".into(),
+            _ => prefix(text),
+        };
+        return Err(format!("must be a number, got {got}"));
     }
+    // A number's text is quoted only in part: a client may send 60 KB of digits.
     let decimal = exact_decimal(text).ok_or_else(|| {
         format!(
-            "{text} is not an amount this API can carry exactly; send at most 4 decimal places and 28 significant digits"
+            "{} is not an amount this API can carry exactly; send at most 4 decimal places and 28 significant digits",
+            prefix(text)
         )
     })?;
     if decimal.is_sign_negative() && !decimal.is_zero() {
         return Err("must be at least 0".into());
     }
     Money::new(decimal).map_err(|e| match e {
-        schemas::values::DecimalError::TooPrecise { .. } => format!("{text} has more than 4 decimal places"),
+        schemas::values::DecimalError::TooPrecise { .. } => format!("{} has more than 4 decimal places", prefix(text)),
         other => other.to_string(),
     })
 }
@@ -742,6 +938,393 @@ mod tests {
             rejection(&body),
             (RejectCode::InvalidField, Some("organization_id".into()))
         );
+    }
+
+    /// The order body with every optional object present: a sales channel, a discount.
+    fn full_order_body() -> Value {
+        let mut body = order_body();
+        body["data"]["order"]["sales_channel"] = json!({ "id": "web", "name": "Online Store" });
+        body["data"]["order"]["discounts"] = json!([{ "code": "SPRING10" }]);
+        body["data"]["order"]["line_items"][0]["sku"] = json!("MW-CREW-M");
+        body["data"]["order"]["line_items"][0]["variant_id"] = json!("987");
+        body
+    }
+
+    fn full_cart_body() -> Value {
+        let mut body = cart_body();
+        body["data"]["cart_lines"][0]["product"]["sku"] = json!("MW-CREW-M");
+        body["data"]["cart_lines"][0]["product"]["variant_id"] = json!(987);
+        body
+    }
+
+    /// A valid body of one of the two events.
+    type Body = fn() -> Value;
+
+    /// Every object position of both events: the body, the JSON pointer, the field
+    /// path, and the object's values as an array in field order, which serde's derived
+    /// reading takes by position.
+    fn object_positions() -> Vec<(Body, &'static str, &'static str, Value)> {
+        let line_item = json!({ "product_id": "1", "title": "Crew", "quantity": 1, "price": 1 });
+        let cart_product = json!({ "id": "1", "title": "Crew" });
+        vec![
+            (
+                full_order_body,
+                "/page",
+                "page",
+                json!(["https://shop.example.com/t", "Thanks", ""]),
+            ),
+            (
+                full_order_body,
+                "/data",
+                "data",
+                json!([{ "id": "1", "order_number": "1", "currency": "USD",
+                "total_price": 1, "line_items": [line_item] }]),
+            ),
+            (
+                full_order_body,
+                "/data/order",
+                "data.order",
+                json!([
+                    "1042",
+                    "#1042",
+                    "USD",
+                    149.99,
+                    null,
+                    null,
+                    null,
+                    null,
+                    null,
+                    [],
+                    [line_item]
+                ]),
+            ),
+            (
+                full_order_body,
+                "/data/order/sales_channel",
+                "data.order.sales_channel",
+                json!(["web", "Online Store"]),
+            ),
+            (
+                full_order_body,
+                "/data/order/discounts/0",
+                "data.order.discounts[0]",
+                json!(["SPRING10"]),
+            ),
+            (
+                full_order_body,
+                "/data/order/line_items/0",
+                "data.order.line_items[0]",
+                json!(["123456789", "Merino Wool Crew Neck", 1, 149.99, null, null, null, null]),
+            ),
+            (
+                full_cart_body,
+                "/page",
+                "page",
+                json!(["https://shop.example.com/p", null, null]),
+            ),
+            (
+                full_cart_body,
+                "/data",
+                "data",
+                json!([[{ "total_price": 1, "currency": "USD", "quantity": 1,
+                "product": cart_product }]]),
+            ),
+            (
+                full_cart_body,
+                "/data/cart_lines/0",
+                "data.cart_lines[0]",
+                json!([299.98, "USD", 2, cart_product]),
+            ),
+            (
+                full_cart_body,
+                "/data/cart_lines/0/product",
+                "data.cart_lines[0].product",
+                json!(["123456789", "Merino Wool Crew Neck", 149.99, null, null, null]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_payload_struct_would_read_an_array_by_position() {
+        // What the positions below refuse, serde's derived reading alone takes: so the
+        // refusals come from the object rule, not from a malformed array.
+        macro_rules! by_position {
+            ($name:ident, $array:expr) => {
+                let text = $array.to_string();
+                // The inherent, derived reading (`remote = "Self"`), before the object rule.
+                let read = $name::deserialize(&mut serde_json::Deserializer::from_str(&text));
+                assert!(read.is_ok(), "{}: {text}", stringify!($name));
+            };
+        }
+        let arrays: Vec<Value> = object_positions().into_iter().map(|(_, _, _, array)| array).collect();
+        by_position!(PageIn, arrays[0]);
+        by_position!(OrderData, arrays[1]);
+        by_position!(OrderIn, arrays[2]);
+        by_position!(SalesChannelIn, arrays[3]);
+        by_position!(DiscountIn, arrays[4]);
+        by_position!(LineItemIn, arrays[5]);
+        by_position!(PageIn, arrays[6]);
+        by_position!(CartData, arrays[7]);
+        by_position!(CartLineIn, arrays[8]);
+        by_position!(CartProductIn, arrays[9]);
+    }
+
+    #[test]
+    fn an_array_is_refused_at_every_object_position() {
+        for (body, pointer, field, array) in object_positions() {
+            assert!(parse(&body()).is_ok(), "{field}: the body is valid as it is");
+            for array in [array, json!([])] {
+                let mut body = body();
+                *body.pointer_mut(pointer).unwrap() = array.clone();
+                let r = parse(&body).unwrap_err();
+                assert_eq!(
+                    (r.code, r.field.as_deref(), r.message.as_str()),
+                    (
+                        RejectCode::InvalidField,
+                        Some(field),
+                        "must be a JSON object, not an array"
+                    ),
+                    "{array}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_values_at_an_object_position_are_refused_too() {
+        for value in [json!("https://shop.example.com/t"), json!(1), json!(true)] {
+            let mut body = full_order_body();
+            body["data"]["order"]["line_items"][0] = value.clone();
+            let r = parse(&body).unwrap_err();
+            assert_eq!(r.field.as_deref(), Some("data.order.line_items[0]"), "{value}");
+            assert!(r.message.ends_with("expected a JSON object"), "{}", r.message);
+        }
+        let mut body = full_order_body();
+        body["page"] = json!(null);
+        assert_eq!(rejection(&body), (RejectCode::InvalidField, Some("page".into())));
+        // An optional object may still be null or absent.
+        body = full_order_body();
+        body["data"]["order"]["sales_channel"] = json!(null);
+        assert!(parse(&body).is_ok());
+    }
+
+    /// Every id of both events: the body, its JSON pointer and its field path.
+    const IDS: [(Body, &str, &str); 13] = [
+        (full_order_body, "/organization_id", "organization_id"),
+        (full_order_body, "/customer_id", "customer_id"),
+        (full_order_body, "/event_id", "event_id"),
+        (full_order_body, "/data/order/id", "data.order.id"),
+        (full_order_body, "/data/order/order_number", "data.order.order_number"),
+        (
+            full_order_body,
+            "/data/order/sales_channel/id",
+            "data.order.sales_channel.id",
+        ),
+        (
+            full_order_body,
+            "/data/order/discounts/0/code",
+            "data.order.discounts[0].code",
+        ),
+        (
+            full_order_body,
+            "/data/order/line_items/0/product_id",
+            "data.order.line_items[0].product_id",
+        ),
+        (
+            full_order_body,
+            "/data/order/line_items/0/sku",
+            "data.order.line_items[0].sku",
+        ),
+        (
+            full_order_body,
+            "/data/order/line_items/0/variant_id",
+            "data.order.line_items[0].variant_id",
+        ),
+        (
+            full_cart_body,
+            "/data/cart_lines/0/product/id",
+            "data.cart_lines[0].product.id",
+        ),
+        (
+            full_cart_body,
+            "/data/cart_lines/0/product/sku",
+            "data.cart_lines[0].product.sku",
+        ),
+        (
+            full_cart_body,
+            "/data/cart_lines/0/product/variant_id",
+            "data.cart_lines[0].product.variant_id",
+        ),
+    ];
+
+    #[test]
+    fn a_control_character_in_any_id_is_refused_with_its_path() {
+        for (body, pointer, field) in IDS {
+            assert!(parse(&body()).is_ok(), "{field}: the body is valid as it is");
+            for bad in ["\0", "\u{1}", "\t", "\u{7f}", "\u{85}", "\u{9f}"] {
+                let mut body = body();
+                let id = body.pointer_mut(pointer).unwrap();
+                *id = json!(format!("{}{bad}", id.as_str().map_or("1".to_string(), str::to_string)));
+                assert_eq!(
+                    rejection(&body),
+                    (RejectCode::InvalidField, Some(field.to_string())),
+                    "{bad:?}"
+                );
+            }
+        }
+        // Written as the JSON escape a client sends.
+        let raw = full_order_body().to_string().replace("\"#1042\"", "\"#10\\u000042\"");
+        let r = parse_event(raw.as_bytes(), NOW).unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("data.order.order_number"));
+    }
+
+    #[test]
+    fn discounts_are_counted_as_sent() {
+        let mut body = full_order_body();
+        body["data"]["order"]["discounts"] = json!(vec![json!({}); MAX_DISCOUNTS]);
+        assert!(parse(&body).is_ok());
+        for discount in [json!({}), json!({ "code": "SPRING10" })] {
+            body["data"]["order"]["discounts"] = json!(vec![discount; MAX_DISCOUNTS + 1]);
+            assert_eq!(
+                rejection(&body),
+                (RejectCode::InvalidField, Some("data.order.discounts".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn cart_lines_and_line_items_are_bounded() {
+        let limit = schemas::validation::MAX_LINES;
+        let mut body = full_cart_body();
+        let line = body["data"]["cart_lines"][0].clone();
+        body["data"]["cart_lines"] = json!(vec![line.clone(); limit]);
+        assert!(parse(&body).is_ok());
+        body["data"]["cart_lines"] = json!(vec![line; limit + 1]);
+        assert_eq!(
+            rejection(&body),
+            (RejectCode::InvalidField, Some("data.cart_lines".into()))
+        );
+        let mut body = full_order_body();
+        let item = body["data"]["order"]["line_items"][0].clone();
+        body["data"]["order"]["line_items"] = json!(vec![item; limit + 1]);
+        assert_eq!(
+            rejection(&body),
+            (RejectCode::InvalidField, Some("data.order.line_items".into()))
+        );
+    }
+
+    #[test]
+    fn userinfo_is_stripped_from_the_page_url() {
+        let mut body = full_order_body();
+        body["page"]["url"] = json!("https://user:pass@shop.example.com/checkout/thanks?x=1");
+        let parsed = parse_event_with_host(body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(parsed.event.page.url, "https://shop.example.com/checkout/thanks?x=1");
+        assert_eq!(parsed.page_host, "shop.example.com");
+        body["page"]["url"] = json!("https://user@shop.example.com/");
+        assert_eq!(parse(&body).unwrap().page.url, "https://shop.example.com/");
+        // Without userinfo the URL is kept as it was spelled.
+        body["page"]["url"] = json!("HTTPS://Shop.Example.com/a@b");
+        assert_eq!(parse(&body).unwrap().page.url, "HTTPS://Shop.Example.com/a@b");
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_only_in_part() {
+        let huge = "A".repeat(60_000);
+        let digits = "1".repeat(60_000);
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("/name", json!(huge), "name"),
+            (
+                "/data/order/line_items/0/quantity",
+                json!(huge),
+                "data.order.line_items[0].quantity",
+            ),
+            ("/data/order/currency", json!(huge), "data.order.currency"),
+            ("/data/order/total_price", json!(huge), "data.order.total_price"),
+            ("/data/order/total_price", json!([huge]), "data.order.total_price"),
+            ("/page", json!(huge), "page"),
+            ("/page/url", json!(format!("https://{huge}")), "page.url"),
+            ("/data/order/id", json!(huge), "data.order.id"),
+            (
+                "/data/order/line_items/0/thumbnail_url",
+                json!(huge),
+                "data.order.line_items[0].thumbnail_url",
+            ),
+            ("/occurred_at", json!(huge), "occurred_at"),
+            (
+                "/data/order/line_items/0/product_id",
+                json!({ "x": huge }),
+                "data.order.line_items[0].product_id",
+            ),
+        ];
+        for (pointer, value, field) in cases {
+            let mut body = full_order_body();
+            // The field is set whether or not the body had it.
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            body.pointer_mut(parent).unwrap()[key] = value;
+            let r = parse(&body).unwrap_err();
+            assert_eq!(r.field.as_deref(), Some(field), "{}", r.message);
+            assert!(r.message.chars().count() < 250, "{field}: {}", r.message);
+        }
+        // A number's own text, 60 000 digits of it.
+        let raw = full_order_body()
+            .to_string()
+            .replace("\"total_price\":149.99", &format!("\"total_price\":{digits}"));
+        let r = parse_event(raw.as_bytes(), NOW).unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("data.order.total_price"));
+        assert!(
+            r.message.starts_with(&format!("{}…", &digits[..MAX_QUOTED])),
+            "{}",
+            r.message
+        );
+        assert!(r.message.chars().count() < 250, "{}", r.message);
+        // The prefix shown is the value's own.
+        let mut body = full_order_body();
+        body["name"] = json!(huge);
+        let r = parse(&body).unwrap_err();
+        assert!(
+            r.message
+                .starts_with(&format!("unknown event \"{}…\";", &huge[..MAX_QUOTED])),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn quoted_parts_of_a_message_are_cut_at_whole_characters() {
+        let long = format!("{}\"\\\u{0}\u{1f}é{}", "a".repeat(MAX_QUOTED - 4), "b".repeat(500));
+        let message = format!("invalid type: string {long:?}, expected i32");
+        let short = shorten_quotes(&message);
+        assert_eq!(
+            short,
+            format!(
+                "invalid type: string \"{}\\\"\\\\\\0\\u{{1f}}…\", expected i32",
+                "a".repeat(MAX_QUOTED - 4)
+            )
+        );
+        // JSON's escapes too, and a quote at the limit is left whole.
+        let json_quoted = format!(
+            "got \"{}\\u0000{}\" and \"{}\"",
+            "a".repeat(MAX_QUOTED - 1),
+            "b".repeat(9),
+            "c".repeat(MAX_QUOTED)
+        );
+        assert_eq!(
+            shorten_quotes(&json_quoted),
+            format!(
+                "got \"{}\\u0000…\" and \"{}\"",
+                "a".repeat(MAX_QUOTED - 1),
+                "c".repeat(MAX_QUOTED)
+            )
+        );
+        // What quoted() already cut stays as it is.
+        let once = quoted(&"z".repeat(1000));
+        assert_eq!(shorten_quotes(&once), once);
+        // An unterminated quote is cut as well, and no message is ever long.
+        assert_eq!(
+            shorten_quotes(&format!("\"{}", "x".repeat(100))),
+            format!("\"{}…", "x".repeat(MAX_QUOTED))
+        );
+        assert_eq!(short_message("y".repeat(10_000)).chars().count(), MAX_MESSAGE + 1);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Organization settings, read from the compacted `accounts.organizations` topic into
 //! memory at start and kept current while running: a change written with
-//! `salesctl org put` applies within the time it takes to consume one record.
+//! `salesctl org put` (websites, rate limit, timezone, signed identity mode and keys)
+//! applies within the time it takes to consume one record.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use schemas::records::OrganizationSettings;
 
+use crate::identity::IdentitySettings;
+
 /// What the stages need of an organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgSettings {
@@ -27,6 +30,8 @@ pub struct OrgSettings {
     pub rate_limit: Option<(u32, u32)>,
     /// The IANA timezone of its calendar days, as written (the reporter checks it).
     pub timezone: String,
+    /// Whether its events' customer signatures are checked, and with which keys.
+    pub identity: IdentitySettings,
 }
 
 impl OrgSettings {
@@ -40,6 +45,7 @@ impl OrgSettings {
                 .collect(),
             rate_limit: record.rate_limit(),
             timezone: record.timezone.clone(),
+            identity: IdentitySettings::from_record(record),
         }
     }
 
@@ -223,6 +229,19 @@ mod tests {
         let settings = OrgSettings::from_record(&record);
         assert_eq!(settings.websites, ["shop.example.com"]);
         assert_eq!(settings.rate_limit, Some((150, 300)));
+    }
+
+    #[test]
+    fn the_identity_mode_and_keys_come_with_the_record() {
+        let settings = OrgSettings::from_record(&OrganizationSettings::sample());
+        assert_eq!(
+            settings.identity,
+            IdentitySettings {
+                mode: schemas::records::IdentityMode::Optional,
+                key_id: Some("shop-2026-11".into()),
+                previous_key_id: Some("shop-2026-05".into()),
+            }
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! - [`tail`]: `salesctl tail <topic>`.
 //! - [`org`]: `salesctl org put`.
 //! - [`report`]: `salesctl report`.
+//! - [`sign`]: `salesctl sign`.
 
 pub mod org;
 pub mod report;
+pub mod sign;
 pub mod tail;
 pub mod topics;
 
@@ -46,6 +48,9 @@ pub enum Command {
     Tail(tail::TailArgs),
     /// Print an organization's daily All Sales and AI Agent Sales reports.
     Report(report::ReportArgs),
+    /// Print the signature of a customer id (HMAC-SHA256 of organization_id:customer_id
+    /// under a key of the identity keys file), as a store's back end makes it.
+    Sign(sign::SignArgs),
 }
 
 /// Carries out one command; the exit code is the returned one.
@@ -58,6 +63,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Report(args) => {
             report::run(&cli.kafka, &args, &mut std::io::stdout().lock()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Sign(args) => {
+            sign::run(&args, &mut std::io::stdout().lock())?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Tail(args) => {

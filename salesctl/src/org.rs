@@ -1,14 +1,14 @@
 //! `salesctl org put`: writes an organization's settings (connected websites, timezone,
-//! rate limit) to the compacted `accounts.organizations` topic, where ingest and the
-//! reporter pick them up while running.
+//! rate limit, signed customer identity) to the compacted `accounts.organizations`
+//! topic, where ingest and the reporter pick them up while running.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use kafka_runtime::config::KafkaArgs;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::records::OrganizationSettings;
+use schemas::records::{IdentityMode, OrganizationSettings};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
 
@@ -45,6 +45,39 @@ pub struct PutArgs {
     /// Burst above the rate (default: twice the rate).
     #[arg(long, env = "SALESCTL_ORG_BURST", value_parser = clap::value_parser!(i32).range(1..), requires = "rate")]
     pub burst: Option<i32>,
+
+    /// Whether ingest checks the customer_signature of the organization's events: off
+    /// (not checked), optional (checked when sent) or required (every event).
+    #[arg(long, env = "SALESCTL_ORG_IDENTITY", value_enum, default_value = "off")]
+    pub identity: Identity,
+
+    /// The id, in ingest's identity keys file, of the key the organization's back end
+    /// signs customer ids with; needed unless --identity is off.
+    #[arg(long, env = "SALESCTL_ORG_KEY_ID")]
+    pub key_id: Option<String>,
+
+    /// During a key rotation, the key signed with before --key-id, still accepted; put
+    /// the settings again without it once the store signs with the new key only.
+    #[arg(long, env = "SALESCTL_ORG_PREVIOUS_KEY_ID", requires = "key_id")]
+    pub previous_key_id: Option<String>,
+}
+
+/// `--identity`: the organization's identity mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Identity {
+    Off,
+    Optional,
+    Required,
+}
+
+impl From<Identity> for IdentityMode {
+    fn from(identity: Identity) -> Self {
+        match identity {
+            Identity::Off => IdentityMode::Off,
+            Identity::Optional => IdentityMode::Optional,
+            Identity::Required => IdentityMode::Required,
+        }
+    }
 }
 
 /// Checks the settings an operator typed, with the reason for each refusal.
@@ -60,6 +93,20 @@ pub fn settings(args: &PutArgs) -> anyhow::Result<OrganizationSettings> {
             args.timezone
         );
     }
+    for (flag, id) in [("--key-id", &args.key_id), ("--previous-key-id", &args.previous_key_id)] {
+        if let Some(id) = id {
+            ingest::identity::key_id(id).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        }
+    }
+    if args.identity != Identity::Off && args.key_id.is_none() {
+        bail!(
+            "--identity {} needs --key-id: the id, in ingest's identity keys file, of the key the store signs customer ids with",
+            IdentityMode::from(args.identity).as_str()
+        );
+    }
+    if args.previous_key_id.is_some() && args.previous_key_id == args.key_id {
+        bail!("--previous-key-id must differ from --key-id");
+    }
     Ok(OrganizationSettings {
         organization_id: args.id.clone(),
         websites,
@@ -67,6 +114,9 @@ pub fn settings(args: &PutArgs) -> anyhow::Result<OrganizationSettings> {
         rate_limit_per_second: args.rate,
         rate_limit_burst: args.burst,
         updated_at: Some(Timestamp::from_datetime(chrono::Utc::now())),
+        identity_mode: args.identity.into(),
+        identity_key_id: args.key_id.clone(),
+        identity_previous_key_id: args.previous_key_id.clone(),
     })
 }
 
@@ -92,7 +142,7 @@ pub async fn run(kafka: &KafkaArgs, command: OrgCommand) -> anyhow::Result<()> {
                 .map_err(|(e, _)| e)
                 .with_context(|| format!("cannot write to {topic} at {}", kafka.bootstrap_servers))?;
             println!(
-                "organization {}: websites {}, timezone {}, rate {}; written to {topic} (partition {}, offset {})",
+                "organization {}: websites {}, timezone {}, rate {}, signed identity {}; written to {topic} (partition {}, offset {})",
                 settings.organization_id,
                 settings.websites.join(", "),
                 settings.timezone,
@@ -100,12 +150,29 @@ pub async fn run(kafka: &KafkaArgs, command: OrgCommand) -> anyhow::Result<()> {
                     Some((rate, burst)) => format!("{rate}/s burst {burst}"),
                     None => "the deployment default".to_string(),
                 },
+                identity_summary(&settings),
                 delivery.partition,
                 delivery.offset
             );
             Ok(())
         }
     }
+}
+
+/// `required (key K, previous key P)`, as `org put` reports it.
+fn identity_summary(settings: &OrganizationSettings) -> String {
+    let mut summary = settings.identity_mode.as_str().to_string();
+    let keys: Vec<String> = [
+        ("key", &settings.identity_key_id),
+        ("previous key", &settings.identity_previous_key_id),
+    ]
+    .into_iter()
+    .filter_map(|(what, id)| id.as_ref().map(|id| format!("{what} {id}")))
+    .collect();
+    if !keys.is_empty() {
+        summary.push_str(&format!(" ({})", keys.join(", ")));
+    }
+    summary
 }
 
 #[cfg(test)]
@@ -161,6 +228,108 @@ mod tests {
     #[test]
     fn a_bad_id_is_refused() {
         assert!(put(&["--id", "org 1", "--website", "a.com"]).is_err());
+    }
+
+    #[test]
+    fn identity_is_off_without_keys_unless_asked() {
+        let s = put(&["--id", "o", "--website", "a.com"]).unwrap();
+        assert_eq!(
+            (s.identity_mode, s.identity_key_id, s.identity_previous_key_id),
+            (IdentityMode::Off, None, None)
+        );
+    }
+
+    #[test]
+    fn identity_required_with_a_key_and_a_rotation() {
+        let s = put(&[
+            "--id",
+            "o",
+            "--website",
+            "a.com",
+            "--identity",
+            "required",
+            "--key-id",
+            "k2",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.identity_mode,
+                s.identity_key_id.as_deref(),
+                s.identity_previous_key_id.as_deref()
+            ),
+            (IdentityMode::Required, Some("k2"), None)
+        );
+        assert_eq!(identity_summary(&s), "required (key k2)");
+        let s = put(&[
+            "--id",
+            "o",
+            "--website",
+            "a.com",
+            "--identity",
+            "optional",
+            "--key-id",
+            "k2",
+            "--previous-key-id",
+            "k1",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.identity_mode,
+                s.identity_key_id.as_deref(),
+                s.identity_previous_key_id.as_deref()
+            ),
+            (IdentityMode::Optional, Some("k2"), Some("k1"))
+        );
+        assert_eq!(identity_summary(&s), "optional (key k2, previous key k1)");
+    }
+
+    #[test]
+    fn identity_without_a_usable_key_is_refused() {
+        let err = put(&["--id", "o", "--website", "a.com", "--identity", "required"]).unwrap_err();
+        assert!(err.to_string().contains("needs --key-id"), "{err}");
+        assert!(
+            put(&[
+                "--id",
+                "o",
+                "--website",
+                "a.com",
+                "--identity",
+                "sometimes",
+                "--key-id",
+                "k"
+            ])
+            .is_err()
+        );
+        let err = put(&[
+            "--id",
+            "o",
+            "--website",
+            "a.com",
+            "--identity",
+            "optional",
+            "--key-id",
+            "k 1",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--key-id"), "{err}");
+        // A previous key alone, or the same key twice, is no rotation.
+        assert!(put(&["--id", "o", "--website", "a.com", "--previous-key-id", "k1"]).is_err());
+        let err = put(&[
+            "--id",
+            "o",
+            "--website",
+            "a.com",
+            "--identity",
+            "required",
+            "--key-id",
+            "k1",
+            "--previous-key-id",
+            "k1",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]

@@ -41,9 +41,15 @@ const SCHEMA_FILES: &[(&str, u32, &str)] = &[
     (
         "OrganizationSettings",
         2,
+        include_str!("../avro/history/OrganizationSettings.v2.avsc"),
+    ),
+    (
+        "OrganizationSettings",
+        3,
         include_str!("../avro/OrganizationSettings.avsc"),
     ),
-    ("WidgetEvent", 1, include_str!("../avro/WidgetEvent.avsc")),
+    ("WidgetEvent", 1, include_str!("../avro/history/WidgetEvent.v1.avsc")),
+    ("WidgetEvent", 2, include_str!("../avro/WidgetEvent.avsc")),
     ("ChatEvent", 1, include_str!("../avro/ChatEvent.avsc")),
     ("EnrichedOrder", 1, include_str!("../avro/EnrichedOrder.avsc")),
     ("AgentNotification", 1, include_str!("../avro/AgentNotification.avsc")),
@@ -98,8 +104,10 @@ pub struct SchemaVersion {
     pub json: &'static str,
     /// Whether this is the record's current version.
     pub current: bool,
-    /// Reads this writer version into the current version of the record.
+    /// Reads a value as this version wrote it.
     reader: GenericDatumReader<'static>,
+    /// For an older version, the current version's schema the value is resolved into.
+    resolve_into: Option<&'static Schema>,
     /// The current version's named types, for walking decoded values.
     reader_names: &'static NamesRef<'static>,
 }
@@ -164,16 +172,12 @@ impl Registry {
                     .get_names()
                     .clone(),
             ));
-            // The current version is read as it was written; older ones are resolved.
-            let reader = if is_current {
-                GenericDatumReader::builder(schema).human_readable(false).build()
-            } else {
-                GenericDatumReader::builder(schema)
-                    .reader_schema(reader_schema)
-                    .human_readable(false)
-                    .build()
-            }
-            .map_err(|e| format!("{full} v{version}: {e}"))?;
+            // The current version is read as it was written; older ones are resolved
+            // into it (`read_value`).
+            let reader = GenericDatumReader::builder(schema)
+                .human_readable(false)
+                .build()
+                .map_err(|e| format!("{full} v{version}: {e}"))?;
             if is_current {
                 let writer = GenericDatumWriter::builder(schema)
                     .human_readable(false)
@@ -189,6 +193,7 @@ impl Registry {
                 json,
                 current: is_current,
                 reader,
+                resolve_into: (!is_current).then_some(reader_schema),
                 reader_names,
             };
             if let Some(clash) = by_fingerprint.insert(fingerprint, entry) {
@@ -256,16 +261,56 @@ pub fn writer_schema(bytes: &[u8]) -> Result<(&'static SchemaVersion, &[u8]), Co
 
 /// Reads the body into an Avro value of the record's current schema.
 fn read_value(version: &SchemaVersion, body: &[u8]) -> Result<Value, CodecError> {
-    let mut cursor = Cursor::new(body);
-    let value = version.reader.read_value(&mut cursor).map_err(|e| CodecError::Body {
+    let malformed = |e: apache_avro::Error| CodecError::Body {
         record: version.name.clone(),
         reason: e.to_string(),
-    })?;
+    };
+    let mut cursor = Cursor::new(body);
+    let mut value = version.reader.read_value(&mut cursor).map_err(malformed)?;
     let rest = body.len() - usize::try_from(cursor.position()).unwrap_or(body.len());
     if rest > 0 {
         return Err(CodecError::TrailingBytes(rest, version.name.clone()));
     }
+    if let Some(current) = version.resolve_into {
+        widen_decimals(&mut value);
+        value = value
+            .resolve_with_names(current, version.reader_names)
+            .map_err(malformed)?;
+    }
     Ok(value)
+}
+
+/// Bytes every decimal is widened to before resolution: enough for 38 digits, and what
+/// [`crate::values`] reads at most.
+const WIDE_DECIMAL_BYTES: usize = 16;
+
+/// Avro writes a `bytes` decimal in as few bytes as its value needs (149.9900 in 3),
+/// but apache-avro's resolution refuses a decimal whose byte length could not hold the
+/// schema's whole precision, so no older version of a record with an amount would
+/// resolve. Sign-extending each one to [`WIDE_DECIMAL_BYTES`] keeps the number and
+/// passes that check.
+fn widen_decimals(value: &mut Value) {
+    match value {
+        Value::Decimal(decimal) => {
+            if let Ok(bytes) = Vec::<u8>::try_from(&*decimal)
+                && bytes.len() < WIDE_DECIMAL_BYTES
+            {
+                let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                    0xFF
+                } else {
+                    0x00
+                };
+                let mut wide = vec![fill; WIDE_DECIMAL_BYTES - bytes.len()];
+                wide.extend_from_slice(&bytes);
+                *decimal = apache_avro::Decimal::from(wide);
+            }
+        }
+        Value::Record(fields) => fields.iter_mut().for_each(|(_, field)| widen_decimals(field)),
+        Value::Union(_, inner) => widen_decimals(inner),
+        Value::Array(items) => items.iter_mut().for_each(widen_decimals),
+        Value::Map(entries) => entries.values_mut().for_each(widen_decimals),
+        _ => {}
+    }
 }
 
 /// Decodes a record written with any known version of its schema.
@@ -383,6 +428,48 @@ mod tests {
     use crate::every_record;
     use crate::records::*;
     use crate::samples::Sample;
+
+    #[test]
+    fn an_older_widget_event_with_amounts_reads_exactly_and_unverified() {
+        // Written by WidgetEvent v1, before identity_verified; its amounts are decimals
+        // of a few bytes, which resolution must take as they are.
+        let old = include_bytes!("../fixtures/WidgetEvent.v1.avro");
+        assert_eq!(writer_schema(old).unwrap().0.version, 1);
+        let event: WidgetEvent = decode(old).unwrap();
+        let sample = WidgetEvent::sample();
+        assert_eq!(event.order, sample.order);
+        assert_eq!(event.cart_lines, sample.cart_lines);
+        assert!(!event.identity_verified);
+        let json = decode_json(old).unwrap().value;
+        assert_eq!(json["order"]["total_price"], "149.9900");
+        assert_eq!(json["identity_verified"], false);
+    }
+
+    #[test]
+    fn older_organization_settings_read_with_identity_off() {
+        for old in [
+            &include_bytes!("../fixtures/OrganizationSettings.v1.avro")[..],
+            &include_bytes!("../fixtures/OrganizationSettings.v2.avro")[..],
+        ] {
+            let settings: OrganizationSettings = decode(old).unwrap();
+            assert_eq!(settings.organization_id, "org_8d2f");
+            assert_eq!(settings.identity_mode, IdentityMode::Off);
+            assert_eq!(
+                (settings.identity_key_id, settings.identity_previous_key_id),
+                (None, None)
+            );
+        }
+    }
+
+    #[test]
+    fn widening_keeps_the_number_of_a_negative_decimal() {
+        let mut value = Value::Decimal(apache_avro::Decimal::from([0xFF, 0x38]));
+        widen_decimals(&mut value);
+        let Value::Decimal(decimal) = value else { panic!() };
+        let bytes = Vec::<u8>::try_from(&decimal).unwrap();
+        assert_eq!(bytes.len(), WIDE_DECIMAL_BYTES);
+        assert_eq!(i128::from_be_bytes(bytes.try_into().unwrap()), -200);
+    }
 
     #[test]
     fn a_short_buffer_is_an_error() {

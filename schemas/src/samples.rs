@@ -142,6 +142,9 @@ impl Sample for OrganizationSettings {
             rate_limit_per_second: Some(150),
             rate_limit_burst: Some(300),
             updated_at: Some(at(-3600)),
+            identity_mode: IdentityMode::Optional,
+            identity_key_id: Some(s("shop-2026-11")),
+            identity_previous_key_id: Some(s("shop-2026-05")),
         }
     }
 }
@@ -174,6 +177,7 @@ impl Sample for WidgetEvent {
                     thumbnail_url: Some(s("https://cdn.example.com/crew.jpg")),
                 },
             }],
+            identity_verified: true,
         }
     }
 }

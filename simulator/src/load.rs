@@ -15,7 +15,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
 use schemas::keys;
 use schemas::records::{
-    Agent, AgentKind, CartLine, CartProduct, ChatEvent, ChatEventKind, EventName, LineItem, Order,
+    Agent, AgentKind, CartLine, CartProduct, ChatEvent, ChatEventKind, EventName, IdentityMode, LineItem, Order,
     OrganizationSettings, Page, WidgetEvent,
 };
 use schemas::topics::Topic;
@@ -93,6 +93,9 @@ impl Load {
             rate_limit_per_second: Some(i32::MAX),
             rate_limit_burst: Some(i32::MAX),
             updated_at: None,
+            identity_mode: IdentityMode::Off,
+            identity_key_id: None,
+            identity_previous_key_id: None,
         }
     }
 
@@ -174,6 +177,7 @@ impl Load {
             received_at: at,
             order: None,
             cart_lines: Vec::new(),
+            identity_verified: false,
         };
         let currency = self.customers[i].currency;
         match roll {

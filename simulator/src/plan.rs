@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use schemas::records::{
-    Agent, AgentKind, CartLine, CartProduct, ChatEvent, ChatEventKind, EventName, LineItem, Order,
+    Agent, AgentKind, CartLine, CartProduct, ChatEvent, ChatEventKind, EventName, IdentityMode, LineItem, Order,
     OrganizationSettings, Page, WidgetEvent,
 };
 use schemas::values::{Money, Timestamp};
@@ -191,6 +191,7 @@ impl Gen {
             received_at: Timestamp(at),
             order: None,
             cart_lines: Vec::new(),
+            identity_verified: false,
         }
     }
 
@@ -320,6 +321,9 @@ pub fn plan(seed: u64, days: u32, visits: u32, now: Timestamp) -> Plan {
             rate_limit_per_second: Some(10_000),
             rate_limit_burst: Some(20_000),
             updated_at: None,
+            identity_mode: IdentityMode::Off,
+            identity_key_id: None,
+            identity_previous_key_id: None,
         });
         for day in 0..i64::from(days) {
             let day_start = today - (i64::from(days) - day) * DAY;

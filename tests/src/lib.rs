@@ -387,10 +387,18 @@ pub fn run_stage(
 /// Waits until the admin listener at `admin` answers `/readyz` with 200, or panics
 /// after `timeout` saying that `what` was awaited.
 pub async fn await_ready(admin: std::net::SocketAddr, what: &str, timeout: Duration) {
-    eventually(what, timeout, || async {
-        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer = http_get(admin, "/readyz").await;
+        if matches!(answer, Ok((200, _))) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // The answer names the checks still failing: what a slow start waited on.
+            panic!("timed out after {timeout:?} waiting for {what}; /readyz answered {answer:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A free port on 127.0.0.1 for a listener a test starts.

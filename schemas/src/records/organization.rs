@@ -15,6 +15,37 @@ pub struct OrganizationSettings {
     pub rate_limit_per_second: Option<i32>,
     pub rate_limit_burst: Option<i32>,
     pub updated_at: Option<Timestamp>,
+    /// Whether ingest verifies the `customer_signature` of the organization's events.
+    pub identity_mode: IdentityMode,
+    /// The key (an id in ingest's identity keys file) the organization signs with.
+    pub identity_key_id: Option<String>,
+    /// The key signed with before `identity_key_id`, still accepted during a rotation.
+    pub identity_previous_key_id: Option<String>,
+}
+
+/// Whether ingest verifies an organization's signed customer identities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// Signatures are not checked; every event is stored unverified.
+    #[default]
+    Off,
+    /// A signature, when sent, must be valid; an event without one is stored unverified.
+    Optional,
+    /// Every event must carry a valid signature.
+    Required,
+}
+
+impl IdentityMode {
+    /// The mode as written in the schema and typed on salesctl's command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IdentityMode::Off => "off",
+            IdentityMode::Optional => "optional",
+            IdentityMode::Required => "required",
+        }
+    }
 }
 
 impl OrganizationSettings {

@@ -20,6 +20,9 @@ pub struct WidgetEvent {
     /// Set for the cart events.
     #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
     pub cart_lines: Vec<CartLine>,
+    /// Whether ingest verified the customer's signature (HMAC-SHA256 of
+    /// `organization_id:customer_id` under the organization's key).
+    pub identity_verified: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

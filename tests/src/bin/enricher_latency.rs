@@ -20,7 +20,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::{free_local_addr, http, http_get};
 use schemas::keys;
-use schemas::records::{Agent, AgentKind, AgentNotification, ChatEvent, ChatEventKind, OrganizationSettings};
+use schemas::records::{
+    Agent, AgentKind, AgentNotification, ChatEvent, ChatEventKind, IdentityMode, OrganizationSettings,
+};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
 
@@ -71,6 +73,9 @@ async fn run_once(cli: &Cli, commit_interval: Duration) -> anyhow::Result<()> {
         rate_limit_per_second: Some(1_000_000),
         rate_limit_burst: Some(1_000_000),
         updated_at: None,
+        identity_mode: IdentityMode::Off,
+        identity_key_id: None,
+        identity_previous_key_id: None,
     };
     producer
         .send(

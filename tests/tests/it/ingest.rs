@@ -10,7 +10,7 @@ use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use sales_tests::{HttpAnswer, PrivateBroker, TestEnv, await_ready, eventually, free_local_addr, http, http_get};
-use schemas::records::{OrganizationSettings, WidgetEvent};
+use schemas::records::{IdentityMode, OrganizationSettings, WidgetEvent};
 use schemas::topics::Topic;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -66,12 +66,25 @@ impl RunningIngest {
     }
 
     pub(crate) async fn stop(self) {
+        self.stop_within(Duration::from_secs(20)).await;
+    }
+
+    /// Triggers shutdown and waits for ingest to exit cleanly, at most `limit`; the time
+    /// it took.
+    pub(crate) async fn stop_within(self, limit: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
         self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        tokio::time::timeout(limit, self.task)
             .await
-            .unwrap()
+            .unwrap_or_else(|_| panic!("ingest still running {limit:?} after shutdown was requested"))
             .unwrap()
             .unwrap();
+        started.elapsed()
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").await.unwrap().1
     }
 }
 
@@ -83,6 +96,9 @@ pub(crate) fn settings(websites: &[&str], rate: Option<i32>) -> OrganizationSett
         rate_limit_per_second: rate,
         rate_limit_burst: rate,
         updated_at: None,
+        identity_mode: IdentityMode::Off,
+        identity_key_id: None,
+        identity_previous_key_id: None,
     }
 }
 
@@ -101,7 +117,11 @@ pub(crate) fn order(customer: &str, order_id: &str, page: &str) -> Value {
 
 /// Reads `sales.events.raw` with read_committed until every id in `ids` has been seen
 /// (or the timeout passes); returns the events read.
-async fn read_events(consumer: &StreamConsumer, ids: &HashSet<String>, timeout: Duration) -> Vec<WidgetEvent> {
+pub(crate) async fn read_events(
+    consumer: &StreamConsumer,
+    ids: &HashSet<String>,
+    timeout: Duration,
+) -> Vec<WidgetEvent> {
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while !ids
@@ -429,57 +449,74 @@ async fn shutdown_drains_requests_in_flight_and_loses_no_202() {
         .await;
     let ingest = RunningIngest::start(&env, &["--ip-rate", "100000", "--ip-burst", "100000"]).await;
 
-    let public = ingest.public;
-    let requests: Vec<_> = (0..60)
-        .map(|i| {
-            let body = order("c-drain", &format!("d{i}"), "https://shop.example.com/t").to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(i * 2)).await;
-                http(
-                    public,
-                    "POST",
-                    "/v1/events",
-                    &[("Content-Type", "application/json")],
-                    body.as_bytes(),
-                )
-                .await
-            })
-        })
-        .collect();
+    let in_flight = RequestsInFlight::start(ingest.public, "c-drain", 60, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(40)).await;
     ingest.stop().await;
+    in_flight.assert_every_202_is_stored(&env).await;
+}
 
-    let mut accepted = HashSet::new();
-    for request in requests {
-        match request.await.unwrap() {
-            Ok(answer) if answer.status == 202 => {
-                accepted.insert(answer.json()["event_id"].as_str().unwrap().to_string());
-            }
-            Ok(answer) => panic!("a request in flight got {} {}", answer.status, answer.body),
-            // Not yet taken up when the listener closed (refused, reset from the accept
-            // queue, or accepted but closed unread): the client saw no answer and
-            // retries; never a half answer.
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::UnexpectedEof
-                ),
-                "{e}"
-            ),
-        }
+/// Orders posted one after another on fresh connections while ingest shuts down.
+pub(crate) struct RequestsInFlight {
+    requests: Vec<JoinHandle<std::io::Result<HttpAnswer>>>,
+}
+
+impl RequestsInFlight {
+    /// Starts `n` orders of `customer`, `spacing` apart.
+    pub(crate) fn start(public: SocketAddr, customer: &str, n: u32, spacing: Duration) -> Self {
+        let requests = (0..n)
+            .map(|i| {
+                let body = order(customer, &format!("{customer}-{i}"), "https://shop.example.com/t").to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(spacing * i).await;
+                    http(
+                        public,
+                        "POST",
+                        "/v1/events",
+                        &[("Content-Type", "application/json")],
+                        body.as_bytes(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        RequestsInFlight { requests }
     }
-    assert!(!accepted.is_empty());
-    let consumer = env.consumer(&env.topic(Topic::EventsRaw), "read_committed");
-    let written: HashSet<String> = read_events(&consumer, &accepted, Duration::from_secs(30))
-        .await
-        .into_iter()
-        .map(|e| e.event_id)
-        .collect();
-    assert!(
-        accepted.is_subset(&written),
-        "lost: {:?}",
-        accepted.difference(&written).collect::<Vec<_>>()
-    );
+
+    /// Every request got a 202 or no answer at all (never another answer, never half of
+    /// one), at least one got a 202, and every 202's event is in `sales.events.raw`.
+    pub(crate) async fn assert_every_202_is_stored(self, env: &TestEnv) {
+        let mut accepted = HashSet::new();
+        for request in self.requests {
+            match request.await.unwrap() {
+                Ok(answer) if answer.status == 202 => {
+                    accepted.insert(answer.json()["event_id"].as_str().unwrap().to_string());
+                }
+                Ok(answer) => panic!("a request in flight got {} {}", answer.status, answer.body),
+                // Not yet taken up when the listener closed (refused, reset from the accept
+                // queue, or accepted but closed unread): the client saw no answer and
+                // retries; never a half answer.
+                Err(e) => assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::UnexpectedEof
+                    ),
+                    "{e}"
+                ),
+            }
+        }
+        assert!(!accepted.is_empty(), "no request was answered before shutdown");
+        let consumer = env.consumer(&env.topic(Topic::EventsRaw), "read_committed");
+        let written: HashSet<String> = read_events(&consumer, &accepted, Duration::from_secs(30))
+            .await
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert!(
+            accepted.is_subset(&written),
+            "answered 202 but not stored: {:?}",
+            accepted.difference(&written).collect::<Vec<_>>()
+        );
+    }
 }

@@ -13,8 +13,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::{KeyValue, TestEnv, await_ready, eventually, free_local_addr, read_exactly};
 use schemas::records::{
-    Agent, AgentKind, AttributedOrder, Attribution, DailySalesReport, HandledBy, OrganizationSettings, SaleTiming,
-    WinsCounter,
+    Agent, AgentKind, AttributedOrder, Attribution, DailySalesReport, HandledBy, IdentityMode, OrganizationSettings,
+    SaleTiming, WinsCounter,
 };
 use schemas::topics::Topic;
 use schemas::values::{Money, Timestamp};
@@ -137,6 +137,9 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
         rate_limit_per_second: None,
         rate_limit_burst: None,
         updated_at: None,
+        identity_mode: IdentityMode::Off,
+        identity_key_id: None,
+        identity_previous_key_id: None,
     })
     .await;
     let group = env.unique_id("reporter");
