@@ -402,11 +402,31 @@ pub async fn await_ready(admin: std::net::SocketAddr, what: &str, timeout: Durat
 }
 
 /// A free port on 127.0.0.1 for a listener a test starts.
+///
+/// The port is taken below the kernel's ephemeral range: a port picked there (say by
+/// binding port 0) is free again once the probe closes, and any outgoing connection
+/// (the many Kafka clients of a test run) may take it as its local port before the
+/// listener binds it, which then fails to start. Ports below the range are never given
+/// to outgoing connections. Each call in this process gets another port; the start
+/// depends on the process id, so concurrent test processes rarely meet.
 pub fn free_local_addr() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("no local address: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_start.max(10_001));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap_or(u16::MAX)));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}")
 }
 
 pub use simulator::http::{HttpAnswer, http, http_get};
