@@ -38,6 +38,10 @@ BIN=target/debug
 
 say "Creating the topics"
 "$BIN/salesctl" topics create
+# The example storefront (widget/example), served on 127.0.0.1 below, is this
+# organization's connected website.
+STORE_ADDR=${DEMO_STORE_ADDR:-127.0.0.1:8090}
+"$BIN/salesctl" org put --id org_example --website "${STORE_ADDR%:*}" --timezone UTC
 
 # name, admin address (each stage's default)
 STAGES=(ingest:127.0.0.1:9180 enricher:127.0.0.1:9181 attributor:127.0.0.1:9182 reporter:127.0.0.1:9183)
@@ -45,6 +49,7 @@ PIDS=()
 
 stop_all() {
   trap - EXIT INT TERM
+  if [[ -n "${STORE_PID:-}" ]]; then kill "$STORE_PID" 2>/dev/null || true; fi
   say "Stopping the binaries (SIGTERM)"
   local failed=0
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -103,6 +108,24 @@ done
 say "Today's trade through ingest's HTTP API"
 "$BIN/simulator" --seed 42 --days 7 --visits 12 --part today
 
+say "The example storefront (widget/example) on http://$STORE_ADDR/"
+# Its pages load the widget's script from ingest (GET /v1/widget.js) as a store's would;
+# config.js tells them where ingest is and which organization they belong to.
+STORE_DIR="$LOG_DIR/store"
+rm -rf "$STORE_DIR" && mkdir -p "$STORE_DIR" && cp widget/example/* "$STORE_DIR/"
+printf 'window.STORE_CONFIG = { ingestUrl: "http://127.0.0.1:8080", organizationId: "org_example" };\n' \
+  >"$STORE_DIR/config.js"
+python3 -m http.server --bind "${STORE_ADDR%:*}" --directory "$STORE_DIR" "${STORE_ADDR##*:}" \
+  >"$LOG_DIR/store.log" 2>&1 </dev/null &
+STORE_PID=$!
+store_up=false
+for _ in $(seq 1 50); do
+  if curl -fsS -o /dev/null "http://$STORE_ADDR/index.html" 2>/dev/null; then store_up=true; break; fi
+  sleep 0.1
+done
+$store_up || { echo "the example storefront did not start: $(tail -n 5 "$LOG_DIR/store.log")"; exit 1; }
+curl -fsS -o /dev/null -w 'GET /v1/widget.js: %{http_code}, %{size_download} bytes\n' http://127.0.0.1:8080/v1/widget.js
+
 say "A page on a website the store never connected is refused, loudly"
 curl -sS -w ' %{http_code}\n' -H 'Content-Type: application/json' \
   -d '{"organization_id":"org_harbor","customer_id":"c-1","page":{"url":"https://elsewhere.example.net/thanks"},
@@ -148,6 +171,7 @@ say "A few agent notifications (salesctl tail inbox.notifications)"
 
 say "The pipeline is up"
 echo "widget API:  http://127.0.0.1:8080/v1/events  (OpenAPI: http://127.0.0.1:8080/v1/openapi.json)"
+echo "store:       http://$STORE_ADDR/  (organization org_example; its events: SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail sales.events.raw)"
 echo "metrics:     curl http://127.0.0.1:9180/metrics  (each stage on its admin address)"
 echo "topics:      prefix $SALES_TOPIC_PREFIX  (SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail sales.orders --from-beginning)"
 

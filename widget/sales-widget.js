@@ -18,7 +18,7 @@
   const HOUR = 36e5;
   const DAY = 24 * HOUR;
   const TRIES_PER_PAGE = 8; // then the event waits for the next page load
-  const IN_FLIGHT = 15e3; // another page leaves an event alone that long after sending it
+  const IN_FLIGHT = 15e3; // a request of a page since left is given that long to land
 
   const script = d.currentScript || d.querySelector('script[data-organization-id]');
   const config = (script && script.dataset) || {};
@@ -28,6 +28,9 @@
     '',
   );
   const warn = (message) => console.warn('LiveChatWidget: ' + message);
+  const where = (field) => (field ? ` [field ${field}]` : '');
+  // At most 1024 characters (ingest's bound on a title or referrer), never half of one.
+  const cut = (text) => Array.from(text).slice(0, 1024).join('') || undefined;
 
   // Storage: localStorage, or this page's memory where the browser refuses it (storage
   // blocked, quota exceeded). One key per entry, so tabs never overwrite each other.
@@ -106,7 +109,7 @@
       ? ['missing_field', path, path + ' is required']
       : type[0](value)
         ? null
-        : ['invalid_field', path, `${path} must be ${type[1]}, got ${JSON.stringify(value)}`];
+        : ['invalid_field', path, `${path} must be ${type[1]}, got ${String(JSON.stringify(value)).slice(0, 64)}`];
   const fields = (object, path, spec) => {
     for (const [name, type] of spec) {
       const found = problem(object[name], path + '.' + name, type);
@@ -163,10 +166,11 @@
     );
   };
 
+  let last = 0; // creation times strictly increase, so the outbox keeps the page's order
   const track = (event) => {
     const { name, data } = isObject(event) ? event : {};
     const found = isObject(event) ? check(name, data) : ['invalid_field', '', 'track_sales_event takes { name, data }'];
-    if (found) return warn(`${name || 'track_sales_event'} not sent (${found[0]}): ${found[2]} [field ${found[1]}]`);
+    if (found) return warn(`${name || 'track_sales_event'} not sent (${found[0]}): ${found[2]}${where(found[1])}`);
     if (!org) return warn(`${name} not sent: the script tag has no data-organization-id`);
     let seen;
     if (name === ORDER) {
@@ -180,13 +184,13 @@
       customer_id: customerId(),
       event_id: uuid(),
       occurred_at: new Date().toISOString(),
-      page: { url: location.href, title: d.title.slice(0, 1024) || undefined, referrer: d.referrer.slice(0, 1024) || undefined },
+      page: { url: location.href, title: cut(d.title), referrer: cut(d.referrer) },
       name,
       // As the page gave it: amounts stay the page's numbers, never recomputed here.
       data,
     };
     if (customer && customer.signature) body.customer_signature = customer.signature;
-    write(EVENTS + body.event_id, JSON.stringify({ t: Date.now(), seen, body }));
+    write(EVENTS + body.event_id, JSON.stringify({ t: (last = Math.max(Date.now(), last + 1)), seen, body }));
     flush();
   };
 
@@ -221,31 +225,38 @@
     try {
       error = await answer.json();
     } catch {}
-    warn(`${item.body.name} not accepted (${error.error_code || status}): ${error.message} [field ${error.field}]`);
+    warn(`${item.body.name} not accepted (${error.error_code || status}): ${error.message || ''}${where(error.field)}`);
     // Refused for good; once the page or the settings are fixed, the order may be sent.
     if (item.seen) remove(item.seen);
   };
 
+  const later = (ms) => {
+    clearTimeout(timer);
+    timer = setTimeout(flush, ms);
+  };
   const drain = async () => {
     for (;;) {
       const now = Date.now();
       let next = null;
+      let landing = Infinity;
       for (const key of keys(EVENTS)) {
         const item = entry(key);
         if (!item || !item.body || now - item.t > (item.body.name === ORDER ? 7 * DAY : HOUR)) {
-          // Older than ingest would still dedupe (orders), or than a cart change matters.
+          // Older than the pipeline dedupes event ids (orders), or than a cart change matters.
           if (item && item.body) warn(`${item.body.name} ${item.body.event_id} dropped: not accepted in time`);
           remove(key);
+        } else if (item.sending > now) {
+          // Sent by a page that was left before the answer came: the request carries on
+          // without it (keepalive) and has most likely landed; sent again, with the same
+          // event_id, only if it is still here once that had time to happen.
+          landing = Math.min(landing, item.sending);
         } else if ((tries[key] || 0) < TRIES_PER_PAGE && (!next || item.t < next.item.t)) next = { key, item };
       }
-      if (!next) return;
+      if (!next) return landing < Infinity && later(landing - now);
       const { key, item } = next;
-      if (item.next > now) {
-        clearTimeout(timer);
-        timer = setTimeout(flush, item.next - now);
-        return;
-      }
-      write(key, JSON.stringify({ ...item, next: now + IN_FLIGHT }));
+      // The oldest waits out its backoff, and everything behind it waits too.
+      if (item.next > now) return later(Math.min(item.next, landing) - now);
+      write(key, JSON.stringify({ ...item, sending: now + IN_FLIGHT }));
       const wait = await send(item, (tries[key] = (tries[key] || 0) + 1));
       if (wait === undefined) remove(key);
       else write(key, JSON.stringify({ ...item, next: Date.now() + wait }));
@@ -269,7 +280,7 @@
 
   // The page's LiveChatWidget: our calls are added, every other call goes to whatever
   // object was there before (another widget, or the queueing stub).
-  const OURS = { track_sales_event: track, set_customer: setCustomer };
+  const OURS = { __proto__: null, track_sales_event: track, set_customer: setCustomer };
   const install = (target) => {
     if (!isObject(target) || target.__sales) return target;
     const { call, get } = target;

@@ -1,5 +1,6 @@
-//! The public routes (`/v1/*`): `POST /v1/events`, its CORS preflight, and the OpenAPI
-//! document. Every answer is JSON, errors included, with an `error_code` a store's
+//! The public routes (`/v1/*`): `POST /v1/events`, its CORS preflight, the OpenAPI
+//! document and the store's script (`GET /v1/widget.js`, in [`crate::widget`]). Every
+//! answer but the script is JSON, errors included, with an `error_code` a store's
 //! developer can act on; internals never leak into an answer.
 
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +72,10 @@ pub fn router(state: Arc<Ingest>) -> Router {
             post(post_event).options(preflight).fallback(method_not_allowed),
         )
         .route("/v1/openapi.json", get(openapi))
+        .route(
+            "/v1/widget.js",
+            get(crate::widget::script).fallback(crate::widget::method_not_allowed),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -176,27 +181,39 @@ impl IntoResponse for ApiError {
 
 async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
-    // As in the preflight, a connected website of any organization may read the answer:
-    // a page that cannot read a 4xx or 503 cannot tell what went wrong or when to
-    // retry. The organization's own check comes later, in `accept`.
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .filter(|origin| origin_host(origin).is_some_and(|host| state.organizations.any_connected(&host)))
-        .cloned();
-    let (status, code, mut response, readable) = match accept(&state, request).await {
+    // A connected website of any organization may read the answer: a page that cannot
+    // read a 4xx or 503 cannot tell what went wrong or when to retry. The organization's
+    // own check comes later, in `accept`.
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let connected = origin
+        .clone()
+        .filter(|origin| origin_host(origin).is_some_and(|host| state.organizations.any_connected(&host)));
+    let (status, code, mut response) = match accept(&state, request).await {
         Ok(event_id) => {
-            let response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
-            (StatusCode::ACCEPTED, "none", response, true)
+            let mut response = (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": event_id }))).into_response();
+            allow_origin(response.headers_mut(), connected);
+            (StatusCode::ACCEPTED, "none", response)
         }
         Err(Refused { error, foreign_origin }) => {
             let (status, code) = (error.status, error.code);
-            (status, code, error.into_response(), !foreign_origin)
+            let mut response = error.into_response();
+            if !foreign_origin {
+                allow_origin(response.headers_mut(), connected);
+            } else if code == "website_not_connected"
+                && let Some(origin) = origin
+            {
+                // Any origin may read why it was refused, and only that: the store's
+                // developer on a website never connected (or connected to another
+                // organization) learns it from the console instead of a bare CORS
+                // error. The body says no more than the request did (the organization it
+                // named, the origin it came from); no header is exposed.
+                response
+                    .headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+            (status, code, response)
         }
     };
-    if readable {
-        allow_origin(response.headers_mut(), origin);
-    }
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Origin"));
@@ -219,8 +236,9 @@ async fn post_event(State(state): State<Arc<Ingest>>, request: Request) -> Respo
 struct Refused {
     error: ApiError,
     /// The request's `Origin` is not a connected website of the organization it names.
-    /// The answer then never echoes that origin: a page of another organization's
-    /// website must not read another organization's answers.
+    /// The answer then echoes that origin only on the `website_not_connected` refusal
+    /// itself, without exposing any header: a page of another organization's website
+    /// must not read another organization's answers, only why it was refused.
     foreign_origin: bool,
 }
 
@@ -464,15 +482,15 @@ fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
     }
 }
 
-/// CORS preflight. It carries no body, so no organization: an origin that is a
-/// connected website of any organization is allowed; the POST checks its own.
-async fn preflight(State(state): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
+/// CORS preflight. It carries no body, so no organization: any origin may send the POST,
+/// which then decides what the page may read (a connected website: every answer; any
+/// other origin: only a `website_not_connected` refusal, so a page on a website never
+/// connected learns why instead of meeting a bare CORS error).
+async fn preflight(headers: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && origin_host(origin).is_some_and(|host| state.organizations.any_connected(&host))
-    {
+    if let Some(origin) = headers.get(header::ORIGIN) {
         response_headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         response_headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -715,7 +733,10 @@ mod tests {
             (status, answer["error_code"].as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("website_not_connected"))
         );
-        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        // The page may read its refusal (it once could not, and its developer saw only
+        // a CORS error), but no header beyond the body.
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://evil.example.org");
+        assert!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
     }
 
     #[tokio::test]
@@ -818,7 +839,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn another_organizations_website_cannot_read_the_refusal_of_its_origin() {
+    async fn another_organizations_website_reads_only_the_refusal_of_its_origin() {
         let state = state(generous());
         state.organizations.insert(
             "org_other",
@@ -835,9 +856,27 @@ mod tests {
             (status, body["error_code"].as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("website_not_connected"))
         );
-        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        // It once could not read even this; the refusal tells it nothing it did not send
+        // (the organization it named, its own origin), so it may read the body, and no
+        // header beyond it.
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://other-shop.example.net"
+        );
         assert!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
         assert_eq!(headers[header::VARY], "Origin");
+
+        // Any other answer to another organization's origin stays unreadable to it.
+        let mut invalid = event();
+        invalid["data"]["cart_lines"][0]["quantity"] = json!(0);
+        let request = with_origin(post(&invalid), "https://www.other-shop.example.net");
+        let (status, headers, _) = answer(router(Arc::clone(&state)), request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://www.other-shop.example.net",
+            "a connected website of some organization reads payload problems, as before"
+        );
 
         // The organization's own website may read why its page URL was refused.
         let mut elsewhere = event();
@@ -872,7 +911,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn preflight_allows_connected_origins_only() {
+    async fn an_origin_connected_nowhere_reads_its_website_refusal_and_nothing_else() {
+        let state = state(generous());
+        let origin = "https://never-connected.example";
+        let mut on_that_site = event();
+        on_that_site["page"]["url"] = json!("https://never-connected.example/thanks");
+        let (status, headers, body) =
+            answer(router(Arc::clone(&state)), with_origin(post(&on_that_site), origin)).await;
+        assert_eq!(
+            (status, body["error_code"].as_str(), body["field"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("website_not_connected"),
+                Some("page.url")
+            )
+        );
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], origin);
+        assert!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+
+        let mut invalid = on_that_site.clone();
+        invalid["data"]["cart_lines"][0]["quantity"] = json!(0);
+        let mut unknown = on_that_site.clone();
+        unknown["organization_id"] = json!("org_nobody");
+        let text = HttpRequest::post("/v1/events")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        for (request, expected) in [
+            (post(&invalid), StatusCode::UNPROCESSABLE_ENTITY),
+            (post(&unknown), StatusCode::UNPROCESSABLE_ENTITY),
+            (text, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ] {
+            let (status, headers, body) = answer(router(Arc::clone(&state)), with_origin(request, origin)).await;
+            assert_eq!(status, expected, "{body}");
+            assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "{body}");
+            assert!(headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none(), "{body}");
+            assert_eq!(headers[header::VARY], "Origin");
+        }
+    }
+
+    #[tokio::test]
+    async fn preflight_allows_any_origin_to_post_json() {
         let preflight = |origin: &'static str| {
             HttpRequest::options("/v1/events")
                 .header(header::ORIGIN, origin)
@@ -891,7 +970,19 @@ mod tests {
                 .unwrap()
                 .contains("Content-Type")
         );
-        let (_, headers, _) = answer(router(state(generous())), preflight("https://evil.example.org")).await;
+        // An origin connected nowhere may send the POST too (it once could not): the
+        // POST answers it only with its `website_not_connected` refusal, which its page
+        // can then read instead of a bare CORS error.
+        let (status, headers, _) = answer(router(state(generous())), preflight("https://evil.example.org")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://evil.example.org");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_METHODS], "POST, OPTIONS");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS], "Content-Type");
+        assert_eq!(headers[header::VARY], "Origin");
+        // Without an Origin it is no CORS request: nothing to allow.
+        let bare = HttpRequest::options("/v1/events").body(Body::empty()).unwrap();
+        let (status, headers, _) = answer(router(state(generous())), bare).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     }
 

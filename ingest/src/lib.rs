@@ -9,6 +9,7 @@
 //! - [`forwarded`]: the client's address behind trusted proxies.
 //! - [`server`]: the public connections, bounded in time, number and memory.
 //! - [`api`]: the public routes (`/v1/*`).
+//! - [`widget`]: the store's browser script, served at `GET /v1/widget.js`.
 //! - [`metrics`]: ingest's metrics.
 //! - [`run`]: serves the public and admin listeners until shutdown.
 
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod request;
 pub mod server;
 pub mod settings;
+pub mod widget;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -30,7 +30,13 @@ impl RunningIngest {
     }
 
     async fn start_with(bootstrap: &str, prefix: &str, extra: &[&str]) -> Self {
-        let (public, admin) = (free_local_addr(), free_local_addr());
+        Self::start_at(bootstrap, prefix, free_local_addr(), extra).await
+    }
+
+    /// Ingest with its public listener on `public`: one started again after a stop
+    /// answers where the first one did, as pages already loaded expect.
+    pub(crate) async fn start_at(bootstrap: &str, prefix: &str, public: SocketAddr, extra: &[&str]) -> Self {
+        let admin = free_local_addr();
         let (public_text, admin_text) = (public.to_string(), admin.to_string());
         let mut argv = vec![
             "ingest",

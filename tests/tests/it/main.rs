@@ -17,4 +17,5 @@ mod stages;
 mod tail;
 mod topics;
 mod transactions;
+mod widget;
 mod worker_id;
