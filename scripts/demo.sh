@@ -113,8 +113,11 @@ say "The example storefront (widget/example) on http://$STORE_ADDR/"
 # config.js tells them where ingest is and which organization they belong to.
 STORE_DIR="$LOG_DIR/store"
 rm -rf "$STORE_DIR" && mkdir -p "$STORE_DIR" && cp widget/example/* "$STORE_DIR/"
-printf 'window.STORE_CONFIG = { ingestUrl: "http://127.0.0.1:8080", organizationId: "org_example" };\n' \
+# The store's visitor is a customer the chat platform knows, in a chat with an AI agent:
+# what they do on the store comes out as notifications in that chat.
+printf 'window.STORE_CONFIG = { ingestUrl: "http://127.0.0.1:8080", organizationId: "org_example", customerId: "visitor-1" };\n' \
   >"$STORE_DIR/config.js"
+"$BIN/salesctl" chat open --org org_example --customer visitor-1 --chat store-chat-1 --agent ai
 python3 -m http.server --bind "${STORE_ADDR%:*}" --directory "$STORE_DIR" "${STORE_ADDR##*:}" \
   >"$LOG_DIR/store.log" 2>&1 </dev/null &
 STORE_PID=$!
@@ -171,7 +174,8 @@ say "A few agent notifications (salesctl tail inbox.notifications)"
 
 say "The pipeline is up"
 echo "widget API:  http://127.0.0.1:8080/v1/events  (OpenAPI: http://127.0.0.1:8080/v1/openapi.json)"
-echo "store:       http://$STORE_ADDR/  (organization org_example; its events: SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail sales.events.raw)"
+echo "store:       http://$STORE_ADDR/  (organization org_example, visitor-1 in chat store-chat-1: buy there, then see the chat's notifications:"
+echo "             SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail inbox.notifications --from-beginning)"
 echo "metrics:     curl http://127.0.0.1:9180/metrics  (each stage on its admin address)"
 echo "topics:      prefix $SALES_TOPIC_PREFIX  (SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail sales.orders --from-beginning)"
 

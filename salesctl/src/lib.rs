@@ -5,14 +5,17 @@
 //! - [`topics`]: `salesctl topics ...`.
 //! - [`tail`]: `salesctl tail <topic>`.
 //! - [`org`]: `salesctl org put`.
+//! - [`chat`]: `salesctl chat open|end`.
 //! - [`report`]: `salesctl report`.
 //! - [`sign`]: `salesctl sign`.
 
+pub mod chat;
 pub mod org;
 pub mod report;
 pub mod sign;
 pub mod tail;
 pub mod topics;
+mod write;
 
 use clap::{Parser, Subcommand};
 use kafka_runtime::config::{KafkaArgs, TelemetryArgs};
@@ -43,6 +46,9 @@ pub enum Command {
     /// Write an organization's settings.
     #[command(subcommand)]
     Org(org::OrgCommand),
+    /// Write a customer's chat events, as the chat platform does (for demos and trials).
+    #[command(subcommand)]
+    Chat(chat::ChatCommand),
     /// Print a topic's records as JSON lines, decoded by their schema fingerprint
     /// (committed records only).
     Tail(tail::TailArgs),
@@ -59,6 +65,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Topics(command) => topics::run(&cli.kafka, command).await,
         Command::Org(command) => {
             org::run(&cli.kafka, command).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Chat(command) => {
+            chat::run(&cli.kafka, command).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Report(args) => {

@@ -2,15 +2,14 @@
 //! rate limit, signed customer identity) to the compacted `accounts.organizations`
 //! topic, where ingest and the reporter pick them up while running.
 
-use std::time::Duration;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use kafka_runtime::config::KafkaArgs;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::records::{IdentityMode, OrganizationSettings};
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
+
+use crate::write;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
@@ -125,22 +124,9 @@ pub async fn run(kafka: &KafkaArgs, command: OrgCommand) -> anyhow::Result<()> {
         OrgCommand::Put(args) => {
             let settings = settings(&args)?;
             let topic = kafka.topic_names()?.name(Topic::Organizations);
-            let producer: FutureProducer = kafka
-                .client_config("salesctl-org")
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("message.timeout.ms", "15000")
-                .create()
-                .context("cannot create the producer")?;
+            let producer = write::producer(kafka, "salesctl-org")?;
             let value = schemas::encode(&settings)?;
-            let delivery = producer
-                .send(
-                    FutureRecord::to(&topic).key(&settings.organization_id).payload(&value),
-                    Duration::from_secs(15),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .with_context(|| format!("cannot write to {topic} at {}", kafka.bootstrap_servers))?;
+            let delivery = write::send(&producer, kafka, &topic, &settings.organization_id, &value).await?;
             println!(
                 "organization {}: websites {}, timezone {}, rate {}, signed identity {}; written to {topic} (partition {}, offset {})",
                 settings.organization_id,

@@ -5,6 +5,13 @@
 //
 // config.js (written by whoever serves this folder) sets
 //   window.STORE_CONFIG = { ingestUrl: 'http://127.0.0.1:8080', organizationId: 'org_x' }
+// and, for a store whose chat platform knows the visitor, customerId (passed on with
+// set_customer, as such a store does).
+
+// A store whose chat platform knows the visitor says so first, before any event.
+if (window.STORE_CONFIG?.customerId) {
+  LiveChatWidget.call('set_customer', { id: window.STORE_CONFIG.customerId });
+}
 
 const PRODUCT = {
   id: '123456789',
