@@ -42,6 +42,58 @@ pub fn key_time(key: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// A value with its optional expiry.
 type Entry = (Vec<u8>, Option<Timestamp>);
 
+/// A rebuild compacts what it has gathered (sorted by key, the latest version of each
+/// kept) once it holds this many records and twice what the last compaction kept: a
+/// changelog the broker has not compacted yet then never has every version of its keys
+/// held at once, and each record is moved a few times at most.
+const REBUILD_COMPACT_AT: usize = 1 << 16;
+
+/// A store being rebuilt from its changelog, for [`KvStore::rebuild`]: the records are
+/// gathered in changelog order and the maps are built once, from keys in order, at the
+/// end (much cheaper than a tree insert per record).
+#[derive(Debug, Default)]
+pub(crate) struct Rebuild {
+    /// The records kept by the last compaction (in key order, one per key, no
+    /// tombstones), then those read since, in changelog order. `None` is a tombstone.
+    records: Vec<(Vec<u8>, Option<Entry>)>,
+    /// How many records the last compaction kept.
+    kept: usize,
+}
+
+impl Rebuild {
+    /// The next changelog record (`None` is a tombstone).
+    pub(crate) fn push(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, expires_at: Option<Timestamp>) {
+        self.records.push((key, value.map(|v| (v, expires_at))));
+        if self.records.len() >= REBUILD_COMPACT_AT.max(2 * self.kept) {
+            self.compact();
+        }
+    }
+
+    /// Records gathered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Keeps the latest record of each key, drops tombstones, and leaves the records in
+    /// key order.
+    fn compact(&mut self) {
+        // A stable sort: the versions of a key stay in changelog order.
+        self.records.sort_by(|a, b| a.0.cmp(&b.0));
+        // `dedup_by` keeps the first of a run of equal keys: move each later version
+        // into that place, so the latest is the one kept.
+        self.records.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        self.records.retain(|(_, entry)| entry.is_some());
+        self.kept = self.records.len();
+    }
+}
+
 /// A key-value store with optional per-entry expiry by event time.
 #[derive(Debug, Default)]
 pub struct KvStore {
@@ -200,6 +252,30 @@ impl KvStore {
         }
     }
 
+    /// Applies the changelog records gathered in `rebuild` (not themselves changes to
+    /// write back), as [`KvStore::restore`] of each in turn would.
+    pub(crate) fn rebuild(&mut self, mut rebuild: Rebuild) {
+        rebuild.compact();
+        if !self.entries.is_empty() || self.undo.is_some() {
+            for (key, entry) in rebuild.records {
+                self.apply(&key, entry);
+            }
+            return;
+        }
+        let entries: Vec<(Vec<u8>, Entry)> = rebuild
+            .records
+            .into_iter()
+            .filter_map(|(key, entry)| entry.map(|entry| (key, entry)))
+            .collect();
+        self.bytes = entries.iter().map(|(key, (value, _))| key.len() + value.len()).sum();
+        self.expiries = entries
+            .iter()
+            .filter_map(|(key, (_, expiry))| expiry.map(|at| (at, key.clone())))
+            .collect();
+        // In key order already: the tree is built in one pass.
+        self.entries = entries.into_iter().collect();
+    }
+
     /// Applies a changelog record during restore (not itself a change to write back).
     pub fn restore(&mut self, key: &[u8], value: Option<Vec<u8>>, expires_at: Option<Timestamp>) {
         self.apply(key, value.map(|v| (v, expires_at)));
@@ -356,6 +432,53 @@ mod tests {
         assert!(store.take_changes().is_empty());
         assert_eq!(store.bytes(), 2);
         assert_eq!(store.expire(Timestamp(5)), 1);
+    }
+
+    #[test]
+    fn a_rebuild_equals_the_records_applied_one_by_one() {
+        // Versions of keys out of order, rewrites, tombstones, a key deleted and put
+        // again, expiries moved and dropped.
+        type Record = (Vec<u8>, Option<Vec<u8>>, Option<Timestamp>);
+        let mut records: Vec<Record> = Vec::new();
+        for round in 0..4u8 {
+            for k in [7u8, 3, 9, 1, 3, 5] {
+                let key = vec![b'k', k];
+                let value = (round + k) % 3 != 0;
+                let expiry = (k % 2 == 0).then_some(Timestamp(i64::from(round) * 10 + i64::from(k)));
+                records.push((key, value.then(|| vec![round, k]), expiry));
+            }
+        }
+        let mut one_by_one = KvStore::default();
+        let mut rebuild = Rebuild::default();
+        for (key, value, expiry) in &records {
+            one_by_one.restore(key, value.clone(), *expiry);
+            rebuild.push(key.clone(), value.clone(), *expiry);
+        }
+        let mut rebuilt = KvStore::default();
+        rebuilt.rebuild(rebuild);
+        assert_eq!(rebuilt.entries, one_by_one.entries);
+        assert_eq!(rebuilt.expiries, one_by_one.expiries);
+        assert_eq!(rebuilt.bytes(), one_by_one.bytes());
+        assert!(rebuilt.take_changes().is_empty());
+    }
+
+    #[test]
+    fn a_rebuild_compacts_as_it_goes_and_keeps_the_latest_version() {
+        let mut rebuild = Rebuild::default();
+        for version in 0..(REBUILD_COMPACT_AT as u64 + 10) {
+            let key = (version % 4).to_be_bytes().to_vec();
+            let value = (version % 5 != 4).then(|| version.to_be_bytes().to_vec());
+            rebuild.push(key, value, None);
+        }
+        assert!(rebuild.len() < 20, "compacted on the way: {}", rebuild.len());
+        let mut store = KvStore::default();
+        store.rebuild(rebuild);
+        let last = REBUILD_COMPACT_AT as u64 + 9;
+        for key in 0..4u64 {
+            let latest = (0..=last).rev().find(|v| v % 4 == key).unwrap();
+            let expected = (latest % 5 != 4).then(|| latest.to_be_bytes().to_vec());
+            assert_eq!(store.get(&key.to_be_bytes()).map(<[u8]>::to_vec), expected);
+        }
     }
 
     #[test]

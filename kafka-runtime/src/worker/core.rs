@@ -354,16 +354,37 @@ impl Core {
 
     /// Processes the waiting records of the synchronized inputs, earliest event time
     /// first, as far as the merge's rule allows.
-    pub(crate) fn drain_synchronized(&mut self) -> Result<()> {
+    ///
+    /// A task waits while any of its synchronized partitions has not been fetched yet
+    /// (its end is unknown in the consumer's statistics): right after an assignment one
+    /// input's first fetch may come well after the other's, and going on without it
+    /// would process the other input's records before older ones of this one.
+    pub(crate) fn drain_synchronized(&mut self, ends: &Ends) -> Result<()> {
         if self.shape.synchronized.len() < 2 {
             return Ok(());
         }
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
+            let fetched = {
+                let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.shape.synchronized.iter().all(|input| {
+                    ends.get(&(input.clone(), partition))
+                        .is_some_and(|end| end.stable_end >= 0)
+                })
+            };
+            // Until then only records of every input at once are taken, earliest first.
+            let max_task_idle = if fetched {
+                self.shape.max_task_idle
+            } else {
+                if let Some(task) = self.tasks.get_mut(&partition) {
+                    task.merge.restart_wait();
+                }
+                Duration::MAX
+            };
             while let Some(next) = self
                 .tasks
                 .get_mut(&partition)
-                .and_then(|task| task.merge.next(&self.shape.synchronized, self.shape.max_task_idle))
+                .and_then(|task| task.merge.next(&self.shape.synchronized, max_task_idle))
             {
                 self.handle(&next.record(), next.event_time, next.mark)?;
             }

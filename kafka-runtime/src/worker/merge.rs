@@ -63,6 +63,12 @@ impl Merge {
         self.waiting.entry(polled.topic.clone()).or_default().push_back(polled);
     }
 
+    /// Starts the wait for a quiet input afresh: an input whose partition has not been
+    /// fetched yet is not quiet, only unknown, however long that first fetch takes.
+    pub(crate) fn restart_wait(&mut self) {
+        self.blocked_since = None;
+    }
+
     /// Whether records of `input` are waiting.
     pub(crate) fn has_waiting(&self, input: &str) -> bool {
         self.waiting.get(input).is_some_and(|q| !q.is_empty())

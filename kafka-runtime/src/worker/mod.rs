@@ -318,7 +318,7 @@ fn run_blocking(
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
-            core.drain_synchronized()?;
+            core.drain_synchronized(&ends)?;
             core.advance_idle(&ends)?;
             if core.tx.uncommitted >= max_records || core.tx.last_commit.elapsed() >= commit_interval {
                 let group = consumer

@@ -6,24 +6,46 @@
 //! committed offsets, so it cannot stop before the last committed transaction's records
 //! become visible (the broker answers a commit before it has written the commit markers
 //! to every partition).
+//!
+//! Every changelog partition of the assignment is read at once by one consumer (a single
+//! start-up, and one fetch serves them all), each from a queue of its own: an
+//! end-of-partition event names the partition but not its topic, so only a queue per
+//! (topic, partition) tells whose end it is. Reader threads, one per core, share the
+//! queues out; each gathers its records per store and builds the store's maps once, from
+//! the keys in order, when its partitions are read ([`crate::store::KvStore::rebuild`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::values::Timestamp;
 
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
-use crate::store::EXPIRES_AT_HEADER;
+use crate::store::{EXPIRES_AT_HEADER, KvStore, Rebuild};
 use crate::task::{StoreSpec, Stores};
 
 /// Key and header of the checkpoint records.
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
 pub(crate) const CHECKPOINT_HEADER: &str = "checkpoint";
+
+/// How long a restore may take before the worker gives up.
+const RESTORE_BOUND: Duration = Duration::from_secs(600);
+/// Records read from one changelog partition before the next one's turn.
+const TURN: usize = 4096;
+/// Bytes fetched ahead, over all the changelog partitions of a restore, and the bounds
+/// of each one's share.
+const PREFETCH_BYTES: usize = 64 << 20;
+const PREFETCH_MIN: usize = 1 << 20;
+const PREFETCH_MAX: usize = 16 << 20;
+/// Reader threads of a restore at most.
+const MAX_READERS: usize = 4;
 
 /// A consumer context that does not log end-of-partition events as errors: reaching
 /// the end is what restoring and settings loading wait for.
@@ -42,9 +64,126 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// Wakes the restore when a changelog partition's queue gets something to read.
+#[derive(Debug, Default)]
+struct Wake {
+    woken: Mutex<bool>,
+    ring: Condvar,
+}
+
+impl Wake {
+    fn ring(&self) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.ring.notify_one();
+    }
+
+    /// Forgets the rings so far: the queues are about to be read.
+    fn reset(&self) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = false;
+    }
+
+    /// Waits for a ring since the last reset, at most `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        let _woken = self
+            .ring
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// One changelog partition being read: its own queue of the restore consumer, so its
+/// end-of-partition event, which names the partition but not the topic, is its own.
+struct Source<'a, 's> {
+    topic: &'a str,
+    partition: i32,
+    queue: PartitionQueue<QuietEof>,
+    records: Rebuild,
+    /// The input offsets of the latest checkpoint read.
+    checkpoint: Option<HashMap<String, i64>>,
+    /// Read up to the checkpoint of the committed offsets.
+    done: bool,
+    /// The store the records are for.
+    target: Option<&'s mut KvStore>,
+}
+
+impl Source<'_, '_> {
+    /// Reads what the queue holds, at most `TURN` records; returns how many events were
+    /// read and how many of them were store records.
+    fn read(&mut self, committed: &HashMap<(String, i32), i64>) -> Result<(usize, u64)> {
+        let (mut events, mut restored) = (0, 0);
+        while events < TURN && !self.done {
+            let Some(event) = self.queue.poll(Duration::ZERO) else {
+                break;
+            };
+            events += 1;
+            match event {
+                Ok(message) => restored += take(&mut self.records, &mut self.checkpoint, &message),
+                // With read_committed the end is the last stable offset: everything
+                // committed is read, nothing of an open or aborted transaction.
+                Err(KafkaError::PartitionEOF(_)) => {
+                    // The end, unless the committed transaction's records are not all
+                    // visible yet: then more arrive, and another end after them.
+                    self.done = match &self.checkpoint {
+                        // A changelog without checkpoints (a store new in this version)
+                        // has nothing to wait for.
+                        None => true,
+                        Some(seen) => committed
+                            .iter()
+                            .filter(|((_, p), _)| *p == self.partition)
+                            .all(|((input, _), offset)| seen.get(input).is_some_and(|at| at >= offset)),
+                    };
+                }
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    return Err(Error::kafka(format!("cannot read {}", self.topic), e));
+                }
+                // A broker restarting or a slow network: keep reading until the deadline.
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %self.topic, partition = self.partition, "restore read failed; retrying");
+                }
+            }
+        }
+        Ok((events, restored))
+    }
+}
+
+/// Takes a changelog record: a checkpoint, or a record of the store. Returns how many
+/// store records it was (0 or 1).
+fn take(records: &mut Rebuild, checkpoint: &mut Option<HashMap<String, i64>>, message: &BorrowedMessage<'_>) -> u64 {
+    // One pass over the headers for both the checkpoint mark and the expiry.
+    let (mut is_checkpoint, mut expires_at) = (false, None);
+    if let Some(headers) = message.headers() {
+        for header in headers.iter() {
+            if header.key == CHECKPOINT_HEADER {
+                is_checkpoint = true;
+                break;
+            }
+            if expires_at.is_none() && header.key == EXPIRES_AT_HEADER {
+                expires_at = header
+                    .value
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(|b| Timestamp(i64::from_be_bytes(b)));
+            }
+        }
+    }
+    if is_checkpoint {
+        let text = String::from_utf8_lossy(message.payload().unwrap_or_default());
+        *checkpoint = Some(decode_checkpoint(&text));
+        return 0;
+    }
+    let Some(key) = message.key() else {
+        return 0;
+    };
+    records.push(key.to_vec(), message.payload().map(<[u8]>::to_vec), expires_at);
+    1
+}
+
 /// Reads the changelogs (store name → topic) of `partitions` into fresh stores, until
 /// each partition's checkpoint of the `committed` input offsets is visible. Returns the
 /// stores and how many records were read.
+///
+/// Every changelog partition is assigned at once, so their fetches start together and
+/// share each round trip to the broker; each is read from a queue of its own.
 pub(crate) fn restore(
     kafka: &KafkaArgs,
     group_id: &str,
@@ -54,94 +193,235 @@ pub(crate) fn restore(
     committed: &HashMap<(String, i32), i64>,
 ) -> Result<(BTreeMap<i32, Stores>, u64)> {
     let mut stores: BTreeMap<i32, Stores> = partitions.iter().map(|p| (*p, Stores::new(specs))).collect();
-    let restore_consumer: BaseConsumer<QuietEof> = kafka
-        .client_config(&format!("{group_id}-restore"))
-        .set("group.id", format!("{group_id}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        // An empty or fully read partition answers at once instead of after the
-        // default half-second fetch wait.
-        .set("fetch.wait.max.ms", "10")
-        .create_with_context(QuietEof)
-        .map_err(|e| Error::kafka("cannot create the restore consumer", e))?;
-    // One changelog at a time: an end-of-partition event names only the partition,
-    // so with a single topic assigned it is unambiguous.
-    let mut restored = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    for (store, topic) in changelogs {
-        let mut assignment = TopicPartitionList::new();
+    let sources = changelogs.len() * partitions.len();
+    if sources == 0 {
+        return Ok((stores, 0));
+    }
+    let started = Instant::now();
+    let prefetch = (PREFETCH_BYTES / sources).clamp(PREFETCH_MIN, PREFETCH_MAX);
+    let consumer: Arc<BaseConsumer<QuietEof>> = Arc::new(
+        kafka
+            .client_config(&format!("{group_id}-restore"))
+            .set("group.id", format!("{group_id}-restore"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            // Every changelog is read from offset 0, a concrete offset: the beginning as
+            // a logical offset would have to be looked up first, and librdkafka puts
+            // that lookup off by half a second when, as here, the partition's leader is
+            // not known yet. Should the log not start at 0 any more (records deleted),
+            // the fetch is out of range and the earliest offset is taken.
+            .set("auto.offset.reset", "earliest")
+            // An empty or fully read partition answers at once instead of after the
+            // default half-second fetch wait.
+            .set("fetch.wait.max.ms", "10")
+            // Each partition's queue is bounded by bytes, not by a count of records;
+            // and a queue above its bound is fetched again soon after it is read, not
+            // after the default second.
+            .set("queued.min.messages", "10000000")
+            .set("queued.max.messages.kbytes", (prefetch / 1024).to_string())
+            .set("max.partition.fetch.bytes", (prefetch / 2).to_string())
+            .set("fetch.queue.backoff.ms", "2")
+            .create_with_context(QuietEof)
+            .map_err(|e| Error::kafka("cannot create the restore consumer", e))?,
+    );
+    let mut assignment = TopicPartitionList::new();
+    for topic in changelogs.values() {
         for partition in partitions {
             assignment
-                .add_partition_offset(topic, *partition, Offset::Beginning)
+                .add_partition_offset(topic, *partition, Offset::Offset(0))
                 .map_err(|e| Error::kafka("bad restore assignment", e))?;
         }
-        restore_consumer
-            .assign(&assignment)
-            .map_err(|e| Error::kafka("cannot assign a changelog", e))?;
-        let mut pending = partitions.clone();
-        let mut checkpoints: HashMap<i32, HashMap<String, i64>> = HashMap::new();
-        while !pending.is_empty() {
-            if Instant::now() > deadline {
-                return Err(Error::Task(format!(
-                    "restore of {topic} did not reach its end in 10 minutes"
-                )));
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::kafka("cannot assign the changelogs", e))?;
+    // The partitions are shared out among reader threads, one per core: polling a
+    // queue and copying each record out is most of a restore's work.
+    let readers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_READERS)
+        .min(sources);
+    let mut targets: HashMap<(i32, &str), &mut KvStore> = stores
+        .iter_mut()
+        .flat_map(|(partition, stores)| stores.all_mut().map(move |(name, kv)| ((*partition, name), kv)))
+        .collect();
+    let mut shares: Vec<Share<'_, '_>> = (0..readers).map(|_| Share::default()).collect();
+    let mut next = 0;
+    for (store, topic) in changelogs {
+        for partition in partitions {
+            // Split before the first poll: the partition's records and its end then
+            // only ever reach its own queue.
+            let mut queue = consumer
+                .split_partition_queue(topic, *partition)
+                .ok_or_else(|| Error::Task(format!("no queue for {topic} [{partition}]")))?;
+            let share = &mut shares[next % readers];
+            next += 1;
+            let wake = Arc::clone(&share.wake);
+            queue.set_nonempty_callback(move || wake.ring());
+            share.sources.push(Source {
+                topic,
+                partition: *partition,
+                queue,
+                records: Rebuild::default(),
+                checkpoint: None,
+                done: false,
+                target: targets.remove(&(*partition, *store)),
+            });
+        }
+    }
+
+    let deadline = started + RESTORE_BOUND;
+    let stop = AtomicBool::new(false);
+    let finished = Wake::default();
+    let (results, failure) = std::thread::scope(|scope| {
+        let mut failure = None;
+        let mut readers = Vec::with_capacity(shares.len());
+        for share in shares {
+            let (stop, finished) = (&stop, &finished);
+            let reader = std::thread::Builder::new()
+                .name("restore-reader".into())
+                .spawn_scoped(scope, move || {
+                    let result = share.read(committed, deadline, stop);
+                    finished.ring();
+                    result
+                });
+            match reader {
+                Ok(reader) => readers.push(reader),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    failure.get_or_insert(Error::Task(format!("cannot start a restore reader: {e}")));
+                }
             }
-            match restore_consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                // With read_committed the end is the last stable offset: everything
-                // committed is read, nothing of an open or aborted transaction.
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    // The end, unless the committed transaction's records are not
-                    // all visible yet: then more arrive, and another end after them.
-                    let caught_up = match checkpoints.get(&partition) {
-                        // A changelog without checkpoints (a store new in this
-                        // version) has nothing to wait for.
-                        None => true,
-                        Some(seen) => committed
-                            .iter()
-                            .filter(|((_, p), _)| *p == partition)
-                            .all(|((input, _), offset)| seen.get(input).is_some_and(|at| at >= offset)),
-                    };
-                    if caught_up {
-                        pending.remove(&partition);
+        }
+        // Meanwhile, what concerns the client as a whole (the broker unreachable).
+        loop {
+            finished.reset();
+            if readers.iter().all(|r| r.is_finished()) {
+                break;
+            }
+            while let Some(event) = consumer.poll(Duration::ZERO) {
+                match event {
+                    Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                        failure.get_or_insert(Error::kafka("cannot read the changelogs", e));
+                        stop.store(true, Ordering::Relaxed);
                     }
+                    Err(e) => tracing::warn!(error = %e, "restore read failed; retrying"),
+                    // Every assigned partition has its own queue.
+                    Ok(message) => tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        "restore record outside its partition queue"
+                    ),
                 }
-                // A broker restarting or a slow network: keep reading until the deadline.
-                Some(Err(e)) if !matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
-                    tracing::warn!(error = %e, topic = %topic, "restore read failed; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Some(Err(e)) => return Err(Error::kafka(format!("cannot read {topic}"), e)),
-                Some(Ok(message)) => {
-                    let is_checkpoint = message
-                        .headers()
-                        .is_some_and(|headers| headers.iter().any(|h| h.key == CHECKPOINT_HEADER));
-                    if is_checkpoint {
-                        let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-                        checkpoints.insert(message.partition(), decode_checkpoint(&text));
-                        continue;
-                    }
-                    let (Some(target), Some(key)) = (stores.get_mut(&message.partition()), message.key()) else {
-                        continue;
-                    };
-                    let expires_at = message.headers().and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|h| h.key == EXPIRES_AT_HEADER)
-                            .and_then(|h| h.value)
-                            .and_then(|v| <[u8; 8]>::try_from(v).ok().map(|b| Timestamp(i64::from_be_bytes(b))))
-                    });
-                    let value = message.payload().map(<[u8]>::to_vec);
-                    if let Some((_, kv)) = target.all_mut().find(|(name, _)| name == store) {
-                        kv.restore(key, value, expires_at);
-                    }
-                    restored += 1;
-                }
+            }
+            finished.wait(Duration::from_millis(100));
+        }
+        let results: Vec<_> = readers
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|_| Err(Error::Task("a restore reader panicked".into())))
+            })
+            .collect();
+        (results, failure)
+    });
+    let mut restored = 0;
+    let mut queues = Vec::new();
+    let mut first_error = failure;
+    for result in results {
+        match result {
+            Ok(Some((records, done))) => {
+                restored += records;
+                queues.extend(done);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
         }
     }
+    // Closing the consumer takes a while (librdkafka's threads wind down); the stores do
+    // not wait for it.
+    let closing = std::thread::Builder::new()
+        .name("restore-close".into())
+        .spawn(move || drop((queues, consumer)));
+    if let Err(e) = closing {
+        tracing::warn!(error = %e, "cannot close the restore consumer in the background");
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if stop.into_inner() {
+        return Err(Error::Task("restore stopped".into()));
+    }
+    tracing::debug!(
+        restored,
+        seconds = started.elapsed().as_secs_f64(),
+        readers,
+        "changelogs read"
+    );
     Ok((stores, restored))
+}
+
+/// The changelog partitions one reader thread reads, and what wakes it.
+#[derive(Default)]
+struct Share<'a, 's> {
+    sources: Vec<Source<'a, 's>>,
+    wake: Arc<Wake>,
+}
+
+impl Share<'_, '_> {
+    /// Reads every partition of the share up to the checkpoint of the `committed`
+    /// offsets, then builds their stores. Returns how many store records were read, and
+    /// the partitions' queues, to be closed with the consumer; `None` when told to `stop`
+    /// (another reader failed), and sets `stop` when it fails itself.
+    fn read(
+        mut self,
+        committed: &HashMap<(String, i32), i64>,
+        deadline: Instant,
+        stop: &AtomicBool,
+    ) -> Result<Option<(u64, Vec<PartitionQueue<QuietEof>>)>> {
+        let mut restored = 0u64;
+        while self.sources.iter().any(|s| !s.done) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            if Instant::now() > deadline {
+                let behind: Vec<String> = self
+                    .sources
+                    .iter()
+                    .filter(|s| !s.done)
+                    .map(|s| format!("{} [{}]", s.topic, s.partition))
+                    .collect();
+                stop.store(true, Ordering::Relaxed);
+                return Err(Error::Task(format!(
+                    "restore of {} did not reach its end in 10 minutes",
+                    behind.join(", ")
+                )));
+            }
+            self.wake.reset();
+            let mut events = 0;
+            for source in self.sources.iter_mut().filter(|s| !s.done) {
+                let (read, records) = source
+                    .read(committed)
+                    .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+                events += read;
+                restored += records;
+            }
+            if events == 0 {
+                self.wake.wait(Duration::from_millis(100));
+            }
+        }
+        let mut queues = Vec::with_capacity(self.sources.len());
+        for source in self.sources {
+            queues.push(source.queue);
+            if let Some(kv) = source.target {
+                kv.rebuild(source.records);
+            }
+        }
+        Ok(Some((restored, queues)))
+    }
 }
 
 /// The input offsets of `partition` as checkpoint text: one `topic offset` a line.

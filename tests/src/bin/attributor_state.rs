@@ -8,6 +8,11 @@
 //! attributor starts, restores it, and reports its restore time and store size with the
 //! process's resident memory before and after. One order is then attributed from the
 //! restored state, to show it is the state in use.
+//!
+//! With `--restarts N` it measures the fixed cost of a restart instead: the attributor
+//! binary (`--attributor-bin`, by default the one beside this benchmark) runs as its own
+//! process on the store of `--chats` chats, is killed with SIGKILL and started again N
+//! times, and each restart is timed from the process start to `/readyz` answering 200.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +42,90 @@ struct Cli {
     /// Chats in the store (one per customer).
     #[arg(long, default_value_t = 1_000_000)]
     chats: usize,
+    /// Measure restarts instead: this many times, kill the attributor process with
+    /// SIGKILL and time its start again until it is ready.
+    #[arg(long, default_value_t = 0)]
+    restarts: usize,
+    /// The attributor binary the restarts run (default: `attributor` beside this one).
+    #[arg(long)]
+    attributor_bin: Option<std::path::PathBuf>,
+}
+
+/// Starts the attributor binary on the run's topics; returns the process and when it
+/// was started.
+fn spawn_attributor(
+    bin: &std::path::Path,
+    kafka: &KafkaArgs,
+    group: &str,
+    admin: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, Instant)> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let started = Instant::now();
+    let child = std::process::Command::new(bin)
+        .args(["--bootstrap-servers", &kafka.bootstrap_servers])
+        .args(["--topic-prefix", &kafka.topic_prefix])
+        .args(["--admin-addr", &admin.to_string()])
+        .args(["--group-id", group, "--worker-id", "w1"])
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok((child, started))
+}
+
+/// Seconds from `started` until `/readyz` on `admin` answers 200.
+async fn ready_after(admin: std::net::SocketAddr, started: Instant) -> anyhow::Result<f64> {
+    while !matches!(http_get(admin, "/readyz").await, Ok((200, _))) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "not ready within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The fixed cost of a restart: the attributor killed with SIGKILL and started again,
+/// `restarts` times, each timed from the process start to ready.
+async fn restarts(cli: &Cli, kafka: &KafkaArgs, group: &str) -> anyhow::Result<()> {
+    let bin = match &cli.attributor_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("attributor"),
+    };
+    let log = std::env::temp_dir().join(format!("{}attributor.log", kafka.topic_prefix));
+    let admin = free_local_addr();
+    let (mut child, started) = spawn_attributor(&bin, kafka, group, admin, &log)?;
+    let first = ready_after(admin, started).await?;
+    println!(
+        "attributor restarts: {} ({} chats), log {}",
+        bin.display(),
+        cli.chats,
+        log.display()
+    );
+    println!("  first start: ready {first:.2} s after the process started");
+    let mut times = Vec::new();
+    for n in 1..=cli.restarts {
+        // Let it commit and settle, as a stage does between crashes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        child.kill()?;
+        child.wait()?;
+        let (next, started) = spawn_attributor(&bin, kafka, group, admin, &log)?;
+        child = next;
+        let seconds = ready_after(admin, started).await?;
+        println!("  restart {n} after SIGKILL: ready {seconds:.2} s after the process started");
+        times.push(seconds);
+    }
+    child.kill()?;
+    child.wait()?;
+    times.sort_by(f64::total_cmp);
+    if let (Some(low), Some(high)) = (times.first(), times.last()) {
+        println!(
+            "  restarts: median {:.2} s, fastest {low:.2} s, slowest {high:.2} s",
+            times[times.len() / 2]
+        );
+    }
+    Ok(())
 }
 
 fn resident_bytes() -> u64 {
@@ -148,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     producer.flush(Duration::from_secs(300))?;
+    if cli.restarts > 0 {
+        return restarts(&cli, &kafka, &group).await;
+    }
 
     let rss_before = resident_bytes();
     let admin = free_local_addr();
