@@ -38,6 +38,9 @@ BIN=target/debug
 
 say "Creating the topics"
 "$BIN/salesctl" topics create
+# Exchange rates as data (fx.rates.daily): reference rates per 1 EUR in the European
+# Central Bank's CSV layout, every TARGET business day of 2026 and 2027 (synthetic values).
+"$BIN/salesctl" fx import salesctl/data/eurofxref-sample.csv
 # The example storefront (widget/example), served on 127.0.0.1 below, is this
 # organization's connected website.
 STORE_ADDR=${DEMO_STORE_ADDR:-127.0.0.1:8090}
@@ -165,6 +168,23 @@ for org in org_nordic org_harbor org_sakura; do
   say "salesctl report --org $org --from $FROM --to $TO"
   "$BIN/salesctl" report --org "$org" --from "$FROM" --to "$TO"
 done
+
+say "salesctl report --org org_nordic --from $FROM --to $TO --currency EUR --by-day"
+# One EUR total for a shop selling in EUR and PLN: each day's PLN converted at that
+# day's rate (a weekend at the Friday's).
+"$BIN/salesctl" report --org org_nordic --from "$FROM" --to "$TO" --currency EUR --by-day
+say "The same as CSV (--format csv)"
+"$BIN/salesctl" report --org org_nordic --from "$FROM" --to "$TO" --currency EUR --by-day --format csv \
+  | tee "$LOG_DIR/org_nordic-eur.csv"
+# Any CSV reader reads it: one total row, in EUR, with nothing left unconverted.
+python3 - "$LOG_DIR/org_nordic-eur.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+total = [r for r in rows if r["date"] == "total"]
+assert len(total) == 1 and total[0]["currency"] == "EUR" and total[0]["not_converted"] == "", rows
+assert int(total[0]["orders"]) == sum(int(r["orders"]) for r in rows if r["date"] != "total"), rows
+print(f"CSV read back: {len(rows) - 1} days, {total[0]['orders']} orders, {total[0]['revenue']} EUR")
+PY
 
 say "The wins counters (salesctl tail sales.wins): the latest per organization"
 "$BIN/salesctl" tail sales.wins --from-beginning --idle-timeout 3s | tail -n 3

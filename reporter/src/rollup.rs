@@ -56,15 +56,19 @@ pub fn new_day(organization_id: &str, date: NaiveDate, tz: Tz) -> ReportState {
         timezone: tz.name().to_string(),
         published_revision: None,
         sections: Vec::new(),
+        cells: Vec::new(),
+        team_ids: Vec::new(),
     }
 }
 
 /// Adds an attributed order to its day: to All Sales, and to AI Agent Sales when an AI
-/// agent took part in its chat. Unattributed orders count nowhere.
+/// agent took part in its chat, and to its cell (`rules::cells`). Unattributed orders
+/// count nowhere.
 pub fn add_order(day: &mut ReportState, order: &AttributedOrder) {
     let Some(attribution) = &order.attribution else {
         return;
     };
+    rules::cells::add_order(&mut day.cells, &mut day.team_ids, order);
     let sections: &[bool] = if attribution.ai_agent_chat {
         &[false, true]
     } else {
@@ -195,6 +199,8 @@ pub fn publish(day: &mut ReportState, published_at: Timestamp) -> DailySalesRepo
         published_at,
         all_sales: section(day, false),
         ai_agent_sales: section(day, true),
+        cells: day.cells.clone(),
+        teams_merged: rules::cells::teams_merged(&day.cells, &day.team_ids),
     }
 }
 

@@ -5,6 +5,12 @@
 //! - [`chats`]: a customer's chat timeline built from `chat.sessions`, and the chat that
 //!   is active at a given moment (the enricher's live context).
 //! - [`attribution`]: the chat that earned an order (the attributor).
+//! - [`cells`]: a day's report cells (the reporter), with their cap.
+//! - [`fx`]: exchange rates and the one conversion rule.
+//! - [`query`]: the report query over daily reports and rates (salesctl, the API).
 
 pub mod attribution;
+pub mod cells;
 pub mod chats;
+pub mod fx;
+pub mod query;

@@ -7,9 +7,11 @@
 //! - [`org`]: `salesctl org put`.
 //! - [`chat`]: `salesctl chat open|end`.
 //! - [`report`]: `salesctl report`.
+//! - [`fx`]: `salesctl fx import|put`.
 //! - [`sign`]: `salesctl sign`.
 
 pub mod chat;
+pub mod fx;
 pub mod org;
 pub mod report;
 pub mod sign;
@@ -54,6 +56,9 @@ pub enum Command {
     Tail(tail::TailArgs),
     /// Print an organization's daily All Sales and AI Agent Sales reports.
     Report(report::ReportArgs),
+    /// Write exchange rates to fx.rates.daily (an ECB reference-rate CSV file, or one rate).
+    #[command(subcommand)]
+    Fx(fx::FxCommand),
     /// Print the signature of a customer id (HMAC-SHA256 of organization_id:customer_id
     /// under a key of the identity keys file), as a store's back end makes it.
     Sign(sign::SignArgs),
@@ -73,6 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Report(args) => {
             report::run(&cli.kafka, &args, &mut std::io::stdout().lock()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Fx(command) => {
+            fx::run(&cli.kafka, command, &mut std::io::stdout().lock()).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Sign(args) => {

@@ -1,5 +1,10 @@
 //! `salesctl report --org ORG --from DATE --to DATE [--json]`: an organization's daily
 //! reports, the latest revision of each day, as a readable table or as JSON.
+//!
+//! With any of `--currency`, `--timing`, `--team`, `--ai`, `--by-day`, `--format`, the
+//! report query of `rules::query` over the days' cells and the rates of
+//! `fx.rates.daily` instead: one set of totals (converted to `--currency` at each
+//! day's rate), optionally by day, and the top orders, as a table, JSON or CSV.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +20,9 @@ use rdkafka::Offset;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use schemas::records::{CurrencyTotals, DailySalesReport, SalesSection};
+use rules::fx::RateTable;
+use rules::query::{Answer, Query, TeamFilter};
+use schemas::records::{CurrencyTotals, DailySalesReport, ExchangeRate, SaleTiming, SalesSection};
 use schemas::topics::Topic;
 
 #[derive(Debug, Args)]
@@ -32,6 +39,69 @@ pub struct ReportArgs {
     /// One JSON object a line (a report each) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Show revenue in this currency too (ISO 4217), converted at each day's rate from
+    /// fx.rates.daily (or the latest earlier day's).
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// Only orders of this sale timing: during_chat or after_chat.
+    #[arg(long, value_parser = ["during_chat", "after_chat"])]
+    pub timing: Option<String>,
+    /// Only orders of this team (repeatable; `none`: chats without a team, `other`:
+    /// teams merged beyond a day's cap).
+    #[arg(long)]
+    pub team: Vec<String>,
+    /// AI Agent Sales (orders of chats an AI agent took part in) instead of All Sales.
+    #[arg(long)]
+    pub ai: bool,
+    /// One line per day.
+    #[arg(long)]
+    pub by_day: bool,
+    /// Output of the query: table, json or csv.
+    #[arg(long, value_parser = ["table", "json", "csv"])]
+    pub format: Option<String>,
+}
+
+impl ReportArgs {
+    /// Whether the query is asked for (any of its flags), not the daily reports as kept.
+    pub fn is_query(&self) -> bool {
+        self.currency.is_some()
+            || self.timing.is_some()
+            || !self.team.is_empty()
+            || self.ai
+            || self.by_day
+            || self.format.is_some()
+    }
+
+    /// The query the flags ask.
+    pub fn query(&self) -> anyhow::Result<Query> {
+        if let Some(c) = &self.currency {
+            anyhow::ensure!(
+                c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()),
+                "--currency {c:?} is not an ISO 4217 code"
+            );
+        }
+        Ok(Query {
+            organization_id: self.org.clone(),
+            from: self.from.to_string(),
+            to: self.to.to_string(),
+            currency: self.currency.clone(),
+            timing: match self.timing.as_deref() {
+                Some("during_chat") => Some(SaleTiming::DuringChat),
+                Some("after_chat") => Some(SaleTiming::AfterChat),
+                _ => None,
+            },
+            teams: self
+                .team
+                .iter()
+                .map(|t| match t.as_str() {
+                    "none" => TeamFilter::NoTeam,
+                    "other" => TeamFilter::Other,
+                    id => TeamFilter::Team(id.to_string()),
+                })
+                .collect(),
+            ai: self.ai,
+        })
+    }
 }
 
 /// Reads `sales.reports.daily` to its end and returns the latest revision of each of
@@ -39,7 +109,65 @@ pub struct ReportArgs {
 pub async fn load(kafka: &KafkaArgs, args: &ReportArgs) -> anyhow::Result<Vec<DailySalesReport>> {
     schemas::validation::organization_id("--org", &args.org).map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(args.from <= args.to, "--from {} is after --to {}", args.from, args.to);
-    let topic = kafka.topic_names()?.name(Topic::ReportsDaily);
+    let mut latest: BTreeMap<NaiveDate, DailySalesReport> = BTreeMap::new();
+    let prefix = format!("{}:", args.org);
+    read_to_end(kafka, Topic::ReportsDaily, |key, payload, offset| {
+        let Some(date) = key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.strip_prefix(&prefix))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        else {
+            return;
+        };
+        if date < args.from || date > args.to {
+            return;
+        }
+        match payload.map(schemas::decode::<DailySalesReport>) {
+            Some(Ok(report)) => {
+                if latest.get(&date).is_none_or(|kept| kept.revision <= report.revision) {
+                    latest.insert(date, report);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(offset, error = %e, "a report that does not decode skipped")
+            }
+            // A tombstone: the day was removed.
+            None => {
+                latest.remove(&date);
+            }
+        }
+    })
+    .await?;
+    Ok(latest.into_values().collect())
+}
+
+/// Reads `fx.rates.daily` to its end: the latest rate of each `date:currency`.
+pub async fn load_rates(kafka: &KafkaArgs) -> anyhow::Result<RateTable> {
+    let mut latest: BTreeMap<Vec<u8>, ExchangeRate> = BTreeMap::new();
+    read_to_end(kafka, Topic::FxRatesDaily, |key, payload, offset| {
+        let key = key.unwrap_or_default().to_vec();
+        match payload.map(schemas::decode::<ExchangeRate>) {
+            Some(Ok(rate)) => {
+                latest.insert(key, rate);
+            }
+            Some(Err(e)) => tracing::warn!(offset, error = %e, "a rate that does not decode skipped"),
+            None => {
+                latest.remove(&key);
+            }
+        }
+    })
+    .await?;
+    Ok(RateTable::from_records(latest.values()))
+}
+
+/// Reads a topic from its beginning to its end (`read_committed`), handing each
+/// record's key, value and offset to `handle`.
+async fn read_to_end(
+    kafka: &KafkaArgs,
+    which: Topic,
+    mut handle: impl FnMut(Option<&[u8]>, Option<&[u8]>, i64),
+) -> anyhow::Result<()> {
+    let topic = kafka.topic_names()?.name(which);
     let consumer: StreamConsumer<QuietEof> = kafka
         .client_config("salesctl-report")
         // Assigned, never joined or committed: it cannot disturb any stage.
@@ -51,8 +179,6 @@ pub async fn load(kafka: &KafkaArgs, args: &ReportArgs) -> anyhow::Result<Vec<Da
         .context("cannot create the consumer")?;
     let partitions = assign_whole_topic(&consumer, &topic, Offset::Beginning)?;
     let mut at_end = vec![false; partitions];
-    let mut latest: BTreeMap<NaiveDate, DailySalesReport> = BTreeMap::new();
-    let prefix = format!("{}:", args.org);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !at_end.iter().all(|e| *e) {
         anyhow::ensure!(
@@ -76,38 +202,27 @@ pub async fn load(kafka: &KafkaArgs, args: &ReportArgs) -> anyhow::Result<Vec<Da
         {
             *flag = false;
         }
-        let Some(date) = message
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.strip_prefix(&prefix))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        else {
-            continue;
-        };
-        if date < args.from || date > args.to {
-            continue;
-        }
-        match message.payload().map(schemas::decode::<DailySalesReport>) {
-            Some(Ok(report)) => {
-                if latest.get(&date).is_none_or(|kept| kept.revision <= report.revision) {
-                    latest.insert(date, report);
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(offset = message.offset(), error = %e, "a report that does not decode skipped")
-            }
-            // A tombstone: the day was removed.
-            None => {
-                latest.remove(&date);
-            }
-        }
+        handle(message.key(), message.payload(), message.offset());
     }
-    Ok(latest.into_values().collect())
+    Ok(())
 }
 
 pub async fn run(kafka: &KafkaArgs, args: &ReportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let reports = load(kafka, args).await?;
-    if args.json {
+    if args.is_query() {
+        let query = args.query()?;
+        let rates = if query.currency.is_some() {
+            load_rates(kafka).await?
+        } else {
+            RateTable::new()
+        };
+        let answer = rules::query::answer(&query, &reports, &rates);
+        match args.format.as_deref() {
+            Some("json") => writeln!(out, "{}", serde_json::to_string(&answer)?)?,
+            Some("csv") => render_csv(&answer, args.by_day, out)?,
+            _ => render_answer(&answer, &query, args.by_day, out)?,
+        }
+    } else if args.json {
         for report in &reports {
             writeln!(out, "{}", serde_json::to_string(report)?)?;
         }
@@ -209,6 +324,206 @@ pub fn render(report: &DailySalesReport, out: &mut impl Write) -> std::io::Resul
     render_section("All Sales", &report.all_sales, out)?;
     render_section("AI Agent Sales", &report.ai_agent_sales, out)?;
     writeln!(out)
+}
+
+fn seconds_text(seconds: Option<rust_decimal::Decimal>) -> String {
+    seconds.map_or("-".to_string(), |s| {
+        format!("{} ({} s)", duration_text(s), s.normalize())
+    })
+}
+
+/// Revenue as shown: the converted amount (and what was not converted), or each
+/// currency's.
+fn revenue_text(totals: &rules::query::Totals) -> String {
+    let each: Vec<String> = totals
+        .revenue
+        .iter()
+        .map(|r| format!("{} {}", r.revenue.round_dp(4).normalize(), r.currency))
+        .collect();
+    match &totals.converted {
+        Some(c) if c.not_converted.is_empty() => format!("{} {}", c.revenue, c.currency),
+        Some(c) => format!(
+            "{} {} (not converted, no rate: {})",
+            c.revenue,
+            c.currency,
+            c.not_converted.join(", ")
+        ),
+        None if each.is_empty() => "0".to_string(),
+        None => each.join(" + "),
+    }
+}
+
+/// The query's answer as the product shows it: totals, the days, the top orders.
+pub fn render_answer(answer: &Answer, query: &Query, by_day: bool, out: &mut impl Write) -> std::io::Result<()> {
+    let mut filters = Vec::new();
+    if let Some(t) = query.timing {
+        filters.push(
+            if t == SaleTiming::DuringChat {
+                "during chat"
+            } else {
+                "after chat"
+            }
+            .to_string(),
+        );
+    }
+    if !query.teams.is_empty() {
+        let teams: Vec<String> = query
+            .teams
+            .iter()
+            .map(|t| match t {
+                TeamFilter::Team(id) => id.clone(),
+                TeamFilter::NoTeam => "(no team)".into(),
+                TeamFilter::Other => "(other teams)".into(),
+            })
+            .collect();
+        filters.push(format!("teams {}", teams.join(", ")));
+    }
+    writeln!(
+        out,
+        "{}  {}  {} to {}{}{}",
+        answer.organization_id,
+        if query.ai { "AI Agent Sales" } else { "All Sales" },
+        answer.from,
+        answer.to,
+        answer
+            .display_currency
+            .as_ref()
+            .map(|c| format!(", in {c}"))
+            .unwrap_or_default(),
+        if filters.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", filters.join(", "))
+        }
+    )?;
+    let t = &answer.totals;
+    writeln!(
+        out,
+        "  total: {} orders, {}, average time to order {}",
+        t.orders,
+        revenue_text(t),
+        seconds_text(t.average_time_to_order_seconds)
+    )?;
+    if t.converted.is_some() && !t.revenue.is_empty() {
+        let each: Vec<String> = t
+            .revenue
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} ({} orders)",
+                    r.revenue.round_dp(4).normalize(),
+                    r.currency,
+                    r.orders
+                )
+            })
+            .collect();
+        writeln!(out, "  by currency: {}", each.join(", "))?;
+    }
+    if by_day {
+        writeln!(
+            out,
+            "  {:<10} {:>7} {:>28} {:>22}",
+            "day", "orders", "revenue", "avg time to order"
+        )?;
+        for day in &answer.days {
+            writeln!(
+                out,
+                "  {:<10} {:>7} {:>28} {:>22}",
+                day.date,
+                day.totals.orders,
+                revenue_text(&day.totals),
+                seconds_text(day.totals.average_time_to_order_seconds)
+            )?;
+        }
+    }
+    writeln!(out, "  top orders:")?;
+    writeln!(
+        out,
+        "  {:<12} {:>24} {:>16} {:<10}",
+        "order", "value", "time to order", "day"
+    )?;
+    for o in &answer.top_orders {
+        let value = match (o.converted_total, &answer.display_currency) {
+            (Some(v), Some(c)) => format!("{v} {c}"),
+            _ => format!("{} {}", o.total.round_dp(4).normalize(), o.currency),
+        };
+        let tto = rust_decimal::Decimal::new(o.time_to_order_micros, 6);
+        writeln!(
+            out,
+            "  {:<12} {:>24} {:>16} {:<10}",
+            o.order_number,
+            value,
+            duration_text(tto),
+            o.date
+        )?;
+    }
+    for (what, days) in [
+        (
+            "days without cells (reports older than v2, not counted)",
+            &answer.days_without_cells,
+        ),
+        ("days with teams merged beyond the cap", &answer.days_with_merged_teams),
+    ] {
+        if !days.is_empty() {
+            writeln!(out, "  {what}: {}", days.join(", "))?;
+        }
+    }
+    writeln!(out, "  currencies in the range: {}", answer.currencies.join(", "))
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The totals as CSV: `date,orders,revenue,currency,average_time_to_order_seconds,
+/// not_converted`; with a display currency one row per day (`--by-day`) and a `total`
+/// row, without one a row per day and currency.
+pub fn render_csv(answer: &Answer, by_day: bool, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "date,orders,revenue,currency,average_time_to_order_seconds,not_converted"
+    )?;
+    let mut rows: Vec<(&str, &rules::query::Totals)> = Vec::new();
+    if by_day {
+        rows.extend(answer.days.iter().map(|d| (d.date.as_str(), &d.totals)));
+    }
+    rows.push(("total", &answer.totals));
+    for (date, totals) in rows {
+        let average = totals
+            .average_time_to_order_seconds
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        match &totals.converted {
+            Some(c) => writeln!(
+                out,
+                "{},{},{},{},{},{}",
+                csv_field(date),
+                totals.orders,
+                c.revenue,
+                c.currency,
+                average,
+                csv_field(&c.not_converted.join(" "))
+            )?,
+            None => {
+                for r in &totals.revenue {
+                    writeln!(
+                        out,
+                        "{},{},{},{},{},",
+                        csv_field(date),
+                        r.orders,
+                        r.revenue.normalize(),
+                        r.currency,
+                        average
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -60,14 +60,21 @@ const SCHEMA_FILES: &[(&str, u32, &str)] = &[
     ),
     ("AttributedOrder", 1, include_str!("../avro/AttributedOrder.avsc")),
     ("WinsCounter", 1, include_str!("../avro/WinsCounter.avsc")),
-    ("DailySalesReport", 1, include_str!("../avro/DailySalesReport.avsc")),
+    (
+        "DailySalesReport",
+        1,
+        include_str!("../avro/history/DailySalesReport.v1.avsc"),
+    ),
+    ("DailySalesReport", 2, include_str!("../avro/DailySalesReport.avsc")),
     ("DeadLetter", 1, include_str!("../avro/DeadLetter.avsc")),
     ("CustomerChats", 1, include_str!("../avro/CustomerChats.avsc")),
     ("CartState", 1, include_str!("../avro/CartState.avsc")),
     ("SeenOrder", 1, include_str!("../avro/SeenOrder.avsc")),
     ("SeenEvent", 1, include_str!("../avro/SeenEvent.avsc")),
     ("PendingOrder", 1, include_str!("../avro/PendingOrder.avsc")),
-    ("ReportState", 1, include_str!("../avro/ReportState.avsc")),
+    ("ReportState", 1, include_str!("../avro/history/ReportState.v1.avsc")),
+    ("ReportState", 2, include_str!("../avro/ReportState.avsc")),
+    ("ExchangeRate", 1, include_str!("../avro/ExchangeRate.avsc")),
 ];
 
 /// The Avro namespace of every record.

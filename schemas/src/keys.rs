@@ -22,6 +22,11 @@ pub fn org_date(organization_id: &str, date_iso: &str) -> String {
     format!("{organization_id}:{date_iso}")
 }
 
+/// `date:currency` (`YYYY-MM-DD:PLN`), the key of `fx.rates.daily`.
+pub fn date_currency(date_iso: &str, currency: &str) -> String {
+    format!("{date_iso}:{currency}")
+}
+
 /// Splits a two-part key at its first `:`. Organization ids never contain `:`
 /// (they are `[A-Za-z0-9_-]`), so the first colon always ends the organization.
 pub fn split(key: &str) -> Option<(&str, &str)> {

@@ -133,6 +133,27 @@ fn section() -> SalesSection {
     }
 }
 
+fn cell() -> SalesCell {
+    SalesCell {
+        sale_timing: SaleTiming::DuringChat,
+        team_id: Some(s("team-sales")),
+        other_teams: false,
+        handled_by: HandledBy::AiAndHuman,
+        currency: s("USD"),
+        orders: 1,
+        revenue: money("149.99"),
+        time_to_order_sum_micros: 754_250_001,
+        top_orders: vec![CellOrder {
+            order_id: s("5012345"),
+            order_number: s("#1042"),
+            total: money("149.99"),
+            placed_at: at(0),
+            time_to_order_micros: 754_250_001,
+            chat_id: s("chat-77"),
+        }],
+    }
+}
+
 impl Sample for OrganizationSettings {
     fn sample() -> Self {
         OrganizationSettings {
@@ -299,6 +320,8 @@ impl Sample for DailySalesReport {
             published_at: at(86_400),
             all_sales: section(),
             ai_agent_sales: section(),
+            cells: vec![cell()],
+            teams_merged: 0,
         }
     }
 }
@@ -388,6 +411,20 @@ impl Sample for ReportState {
                 by_team: vec![team()],
                 top_orders: vec![top_order()],
             }],
+            cells: vec![cell()],
+            team_ids: vec![s("team-sales")],
+        }
+    }
+}
+
+impl Sample for ExchangeRate {
+    fn sample() -> Self {
+        ExchangeRate {
+            date: s("2026-11-27"),
+            base_currency: s("EUR"),
+            currency: s("PLN"),
+            rate: crate::values::Rate::new(Decimal::from_str("4.2235").unwrap_or_default()).unwrap_or_default(),
+            source: s("ecb"),
         }
     }
 }

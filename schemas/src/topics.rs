@@ -26,6 +26,7 @@ pub enum Topic {
     Wins,
     ReportsDaily,
     DeadLetter,
+    FxRatesDaily,
 }
 
 /// How a topic's records are keyed.
@@ -41,6 +42,8 @@ pub enum KeyFormat {
     OrgChatId,
     /// `org:date`
     OrgDate,
+    /// `date:currency`
+    DateCurrency,
     /// The key of the record that was dead-lettered, whatever it was.
     SourceKey,
 }
@@ -85,7 +88,7 @@ pub struct TopicSpec {
 
 impl Topic {
     /// Every topic, in the order of DESIGN.md section 3.
-    pub const ALL: [Topic; 11] = [
+    pub const ALL: [Topic; 12] = [
         Topic::Organizations,
         Topic::EventsRaw,
         Topic::ChatSessions,
@@ -97,6 +100,7 @@ impl Topic {
         Topic::Wins,
         Topic::ReportsDaily,
         Topic::DeadLetter,
+        Topic::FxRatesDaily,
     ];
 
     pub fn spec(self) -> TopicSpec {
@@ -114,6 +118,7 @@ impl Topic {
             Topic::Wins => ("sales.wins", Org, "WinsCounter", Compact),
             Topic::ReportsDaily => ("sales.reports.daily", OrgDate, "DailySalesReport", Compact),
             Topic::DeadLetter => ("sales.dead-letter", SourceKey, "DeadLetter", days(14)),
+            Topic::FxRatesDaily => ("fx.rates.daily", DateCurrency, "ExchangeRate", Compact),
         };
         TopicSpec {
             topic: self,
@@ -240,7 +245,8 @@ mod tests {
                 "accounts.organizations",
                 "sales.customer-orders",
                 "sales.wins",
-                "sales.reports.daily"
+                "sales.reports.daily",
+                "fx.rates.daily"
             ]
         );
     }

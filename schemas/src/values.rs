@@ -26,6 +26,10 @@ pub type Money = ScaledDecimal<4>;
 /// Seconds with microsecond precision (average time to order).
 pub type Seconds = ScaledDecimal<6>;
 
+/// An exchange rate: scale 10 holds every published reference rate exactly (the
+/// European Central Bank's have at most 6 significant digits).
+pub type Rate = ScaledDecimal<10>;
+
 /// Why a decimal cannot be carried by a schema's decimal type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecimalError {

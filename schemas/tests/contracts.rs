@@ -11,7 +11,7 @@ use apache_avro::types::Value;
 use schemas::codec::{self, NAMESPACE, SchemaVersion};
 use schemas::records::*;
 use schemas::samples::Sample;
-use schemas::values::{DECIMAL_PRECISION, Money, Seconds};
+use schemas::values::{DECIMAL_PRECISION, Money, Rate, Seconds};
 use schemas::{Record, decode, encode, every_record};
 
 fn crate_dir() -> PathBuf {
@@ -137,12 +137,15 @@ fn drift(value: &Value, schema: &Schema, names: &NamesRef<'_>, path: &str, probl
 
 /// The scale of the Rust decimal type a field has. Serialized, a `Money` and a `Seconds`
 /// are the same bytes, so the type is told by the field's name: durations in seconds are
-/// named `*_seconds` and are `Seconds`; every other decimal is `Money`.
+/// named `*_seconds` and are `Seconds`; exchange rates are named `rate` and are `Rate`;
+/// every other decimal is `Money`.
 fn decimal_scale_of(path: &str) -> u32 {
     let field = path.rsplit('.').next().unwrap_or(path);
     let field = field.split('[').next().unwrap_or(field);
     if field.ends_with("_seconds") {
         Seconds::SCALE
+    } else if field == "rate" {
+        Rate::SCALE
     } else {
         Money::SCALE
     }
@@ -416,4 +419,22 @@ fn every_field_is_documented_and_every_type_is_in_one_namespace() {
         check_docs(&json, &format!("{} v{}", version.name, version.version), &mut problems);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_v1_daily_sales_report_reads_with_no_cells() {
+    let v1 = versions_of(DailySalesReport::NAME)
+        .into_iter()
+        .find(|v| v.version == 1)
+        .unwrap();
+    let report: DailySalesReport = decode(&std::fs::read(fixture_path(v1)).unwrap()).unwrap();
+    assert_eq!(report.date, "2026-11-27");
+    assert_eq!(report.all_sales, DailySalesReport::sample().all_sales);
+    assert_eq!((report.cells.len(), report.teams_merged), (0, 0));
+    let state_v1 = versions_of(ReportState::NAME)
+        .into_iter()
+        .find(|v| v.version == 1)
+        .unwrap();
+    let state: ReportState = decode(&std::fs::read(fixture_path(state_v1)).unwrap()).unwrap();
+    assert!(state.cells.is_empty() && state.team_ids.is_empty());
 }

@@ -8,8 +8,8 @@ use chrono::TimeZone;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use schemas::records::{
-    AgentKind, ChatEvent, ChatEventKind, CurrencyTotals, DailySalesReport, EventName, SaleTiming, SalesSection,
-    TeamBreakdown, TimingBreakdown, TopOrder, WidgetEvent,
+    AgentKind, CellOrder, ChatEvent, ChatEventKind, CurrencyTotals, DailySalesReport, EventName, HandledBy, SaleTiming,
+    SalesCell, SalesSection, TeamBreakdown, TimingBreakdown, TopOrder, WidgetEvent,
 };
 use schemas::values::{Money, Seconds, Timestamp};
 use simulator::{Plan, Write};
@@ -20,6 +20,7 @@ const WINDOW: i64 = 30 * 24 * 3600 * 1_000_000;
 struct Counted {
     order: WidgetEvent,
     ai: bool,
+    handled_by: HandledBy,
     timing: SaleTiming,
     team: Option<String>,
     chat_id: String,
@@ -50,9 +51,16 @@ fn attribute(order: &WidgetEvent, chats: &[&ChatEvent]) -> Option<Counted> {
     let end = of(ChatEventKind::ChatEnded).map(|c| c.at.micros()).min();
     let ai = of(ChatEventKind::AgentJoined)
         .any(|c| c.at.micros() <= t && c.agent.as_ref().is_some_and(|a| a.kind == AgentKind::Ai));
+    let human = of(ChatEventKind::AgentJoined)
+        .any(|c| c.at.micros() <= t && c.agent.as_ref().is_some_and(|a| a.kind == AgentKind::Human));
     Some(Counted {
         order: order.clone(),
         ai,
+        handled_by: match (ai, human) {
+            (true, true) => HandledBy::AiAndHuman,
+            (true, false) => HandledBy::AiOnly,
+            _ => HandledBy::HumanOnly,
+        },
         timing: if end.is_some_and(|e| t > e) {
             SaleTiming::AfterChat
         } else {
@@ -149,6 +157,64 @@ fn section(orders: &[&Counted]) -> SalesSection {
     }
 }
 
+/// One cell per (timing, team, handled_by, currency): the simulator's shops have far
+/// fewer teams than the cap, so no team is merged.
+fn cells(orders: &[&Counted]) -> Vec<SalesCell> {
+    let rank = |h: HandledBy| match h {
+        HandledBy::AiOnly => 0,
+        HandledBy::HumanOnly => 1,
+        HandledBy::AiAndHuman => 2,
+    };
+    let mut groups: BTreeMap<(SaleTiming, Option<String>, u8, String), Vec<&Counted>> = BTreeMap::new();
+    for o in orders {
+        let currency = o.order.order.as_ref().unwrap().currency.clone();
+        groups
+            .entry((o.timing, o.team.clone(), rank(o.handled_by), currency))
+            .or_default()
+            .push(o);
+    }
+    groups
+        .into_iter()
+        .map(|((sale_timing, team_id, _, currency), mut list)| {
+            let total = |o: &Counted| o.order.order.as_ref().unwrap().total_price.value();
+            list.sort_by(|a, b| {
+                total(b)
+                    .cmp(&total(a))
+                    .then(a.order.received_at.cmp(&b.order.received_at))
+                    .then_with(|| {
+                        let id = |o: &Counted| o.order.order.as_ref().unwrap().id.clone();
+                        id(a).cmp(&id(b))
+                    })
+            });
+            SalesCell {
+                sale_timing,
+                team_id,
+                other_teams: false,
+                handled_by: list[0].handled_by,
+                currency,
+                orders: list.len() as i64,
+                revenue: money(list.iter().map(|o| total(o)).sum()),
+                time_to_order_sum_micros: list.iter().map(|o| o.time_to_order).sum(),
+                top_orders: list
+                    .iter()
+                    .take(10)
+                    .map(|o| {
+                        let order = o.order.order.as_ref().unwrap();
+                        CellOrder {
+                            order_id: order.id.clone(),
+                            order_number: order.order_number.clone(),
+                            total: order.total_price,
+                            placed_at: o.order.received_at,
+                            time_to_order_micros: o.time_to_order,
+                            chat_id: o.chat_id.clone(),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// The reports of every org-local day that closed (its end plus `grace_micros`) before
 /// `closed_before`, from the plan's past trade, by `org:date`; revision 0 and
 /// publication time 0 (they are not compared).
@@ -233,6 +299,8 @@ pub fn expected_reports(
                 published_at: Timestamp(0),
                 all_sales: section(&all),
                 ai_agent_sales: section(&ai),
+                cells: cells(&all),
+                teams_merged: 0,
             },
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod dead_letter;
+pub mod fx;
 pub mod orders;
 pub mod organization;
 pub mod reports;
@@ -13,6 +14,7 @@ pub mod widget;
 
 pub use chat::*;
 pub use dead_letter::*;
+pub use fx::*;
 pub use orders::*;
 pub use organization::*;
 pub use reports::*;
@@ -45,7 +47,8 @@ macro_rules! every_record {
             SeenOrder,
             SeenEvent,
             PendingOrder,
-            ReportState
+            ReportState,
+            ExchangeRate
         }
     };
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::orders::SaleTiming;
+use crate::records::orders::{HandledBy, SaleTiming};
 use crate::values::{Money, Seconds, Timestamp};
 
 /// Attributed orders of an organization on its current local day.
@@ -28,6 +28,45 @@ pub struct DailySalesReport {
     pub published_at: Timestamp,
     pub all_sales: SalesSection,
     pub ai_agent_sales: SalesSection,
+    /// v2: one cell per (sale timing, team, `handled_by`, currency) with orders that
+    /// day, in that order; empty in v1 records.
+    #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
+    #[serde(default)]
+    pub cells: Vec<SalesCell>,
+    /// v2: distinct teams merged into `other_teams` cells (beyond the team cap).
+    #[serde(default)]
+    pub teams_merged: i32,
+}
+
+/// The attributed orders of one (sale timing, team, `handled_by`, currency) of a day:
+/// any filter that is a union of cells is answered exactly from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
+pub struct SalesCell {
+    pub sale_timing: SaleTiming,
+    /// `None` for chats without a team, and for the cell of merged teams.
+    pub team_id: Option<String>,
+    /// The cell merges the teams beyond the cap (`team_id` is `None`).
+    pub other_teams: bool,
+    pub handled_by: HandledBy,
+    pub currency: String,
+    pub orders: i64,
+    pub revenue: Money,
+    pub time_to_order_sum_micros: i64,
+    #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
+    pub top_orders: Vec<CellOrder>,
+}
+
+/// One of a cell's largest orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
+pub struct CellOrder {
+    pub order_id: String,
+    pub order_number: String,
+    pub total: Money,
+    pub placed_at: Timestamp,
+    pub time_to_order_micros: i64,
+    pub chat_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

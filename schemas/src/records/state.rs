@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::records::chat::Agent;
 use crate::records::orders::{EnrichedOrder, NotificationItem};
-use crate::records::reports::{TeamBreakdown, TimingBreakdown, TopOrder};
+use crate::records::reports::{SalesCell, TeamBreakdown, TimingBreakdown, TopOrder};
 use crate::values::{Money, Timestamp};
 
 /// A customer's open and recently ended chats (enricher and attributor).
@@ -78,6 +78,14 @@ pub struct ReportState {
     pub published_revision: Option<i32>,
     #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
     pub sections: Vec<SectionState>,
+    /// v2: the day's cells, capped as in the report; empty for days begun before v2.
+    #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
+    #[serde(default)]
+    pub cells: Vec<SalesCell>,
+    /// v2: every distinct team of the day's attributed orders, sorted.
+    #[cfg_attr(any(test, feature = "arbitrary"), proptest(strategy = "crate::values::small_vec()"))]
+    #[serde(default)]
+    pub team_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

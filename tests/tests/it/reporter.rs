@@ -234,6 +234,12 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
         from: d1.parse().unwrap(),
         to: d3.parse().unwrap(),
         json: false,
+        currency: None,
+        timing: None,
+        team: Vec::new(),
+        ai: false,
+        by_day: false,
+        format: None,
     };
     let mut table = Vec::new();
     salesctl::report::run(&env.kafka, &args, &mut table).await.unwrap();
@@ -246,7 +252,23 @@ async fn daily_reports_close_revise_and_replay_to_the_same_figures() {
     args.json = true;
     let mut json = Vec::new();
     salesctl::report::run(&env.kafka, &args, &mut json).await.unwrap();
-    assert_eq!(String::from_utf8(json).unwrap().lines().count(), 3);
+    let json = String::from_utf8(json).unwrap();
+    assert_eq!(json.lines().count(), 3);
+    // The report query over the same days' cells: the orders of All Sales, by day.
+    let section_orders: i64 = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .flat_map(|r| r["all_sales"]["currencies"].as_array().unwrap().clone())
+        .map(|c| c["orders"].as_i64().unwrap())
+        .sum();
+    args.json = false;
+    (args.by_day, args.format) = (true, Some("json".into()));
+    let mut answer = Vec::new();
+    salesctl::report::run(&env.kafka, &args, &mut answer).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["totals"]["orders"], section_orders, "{answer}");
+    assert_eq!(answer["days"].as_array().unwrap().len(), 3, "{answer}");
+    (args.by_day, args.format) = (false, None);
     args.from = args.to;
     args.to = args.from - chrono::Days::new(1);
     let refused = salesctl::report::run(&env.kafka, &args, &mut Vec::new())
