@@ -422,13 +422,13 @@ pub fn render_answer(answer: &Answer, query: &Query, by_day: bool, out: &mut imp
     if by_day {
         writeln!(
             out,
-            "  {:<10} {:>7} {:>28} {:>22}",
+            "  {:<10} {:>7} {:>28} {:>32}",
             "day", "orders", "revenue", "avg time to order"
         )?;
         for day in &answer.days {
             writeln!(
                 out,
-                "  {:<10} {:>7} {:>28} {:>22}",
+                "  {:<10} {:>7} {:>28} {:>32}",
                 day.date,
                 day.totals.orders,
                 revenue_text(&day.totals),
