@@ -23,7 +23,7 @@ use crate::identity::{self, IdentityKeys, Refusal};
 use crate::limits::{Rate, RateLimits, retry_after_seconds};
 use crate::metrics::{IngestMetrics, OrganizationLabel, RequestLabels};
 use crate::request::{ParsedEvent, Rejection, parse_event_with_host};
-use crate::settings::Organizations;
+use accounts::settings::Organizations;
 
 /// The OpenAPI 3 description of this API, served at `GET /v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -539,7 +539,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::settings::OrgSettings;
+    use accounts::settings::OrgSettings;
 
     fn state(ip_rate: Rate) -> Arc<Ingest> {
         let organizations = Organizations::default();

@@ -3,8 +3,9 @@
 //!
 //! - [`Config`]: its settings.
 //! - [`request`]: posted JSON to a `WidgetEvent`, or the reason it is refused.
-//! - [`settings`]: organization settings, followed from `accounts.organizations`.
-//! - [`identity`]: signed customer identities, the keys file and the check.
+//! - [`identity`]: signed customer identities: the keys file as ingest reloads it, and
+//!   the check (organization settings and the signature itself are the `accounts`
+//!   crate's).
 //! - [`limits`]: rate limits per client IP and per organization.
 //! - [`forwarded`]: the client's address behind trusted proxies.
 //! - [`server`]: the public connections, bounded in time, number and memory.
@@ -20,13 +21,13 @@ pub mod limits;
 pub mod metrics;
 pub mod request;
 pub mod server;
-pub mod settings;
 pub mod widget;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::settings::{self, Organizations};
 use anyhow::Context;
 use clap::Parser;
 use kafka_runtime::config::{KafkaArgs, TelemetryArgs};
@@ -39,7 +40,6 @@ use crate::forwarded::{ClientAddress, ForwardedHeader};
 use crate::limits::{Rate, RateLimits};
 use crate::metrics::IngestMetrics;
 use crate::server::{ConnectionMetrics, ConnectionSettings};
-use crate::settings::Organizations;
 
 /// Settings of ingest; every flag also reads its environment variable.
 #[derive(Debug, Clone, Parser)]

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest::settings::Organizations;
+use accounts::settings::Organizations;
 use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};

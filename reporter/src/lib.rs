@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accounts::settings::Organizations;
 use clap::Parser;
-use ingest::settings::Organizations;
 use kafka_runtime::config::{KafkaArgs, ProcessingArgs, TelemetryArgs};
 use kafka_runtime::shutdown::Shutdown;
 use kafka_runtime::stage::Stage;
@@ -73,7 +73,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let follower = tokio::spawn({
         let (kafka, organizations, shutdown) = (config.kafka.clone(), organizations.clone(), shutdown.clone());
         async move {
-            if let Err(e) = ingest::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown).await
+            if let Err(e) =
+                accounts::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown).await
             {
                 tracing::error!(error = %e, "following organization settings failed");
             }

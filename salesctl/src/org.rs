@@ -94,7 +94,7 @@ pub fn settings(args: &PutArgs) -> anyhow::Result<OrganizationSettings> {
     }
     for (flag, id) in [("--key-id", &args.key_id), ("--previous-key-id", &args.previous_key_id)] {
         if let Some(id) = id {
-            ingest::identity::key_id(id).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+            accounts::identity::key_id(id).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         }
     }
     if args.identity != Identity::Off && args.key_id.is_none() {

@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use accounts::identity::KeySet;
 use anyhow::Context;
 use clap::Args;
-use ingest::identity::KeySet;
 
 #[derive(Debug, Args)]
 pub struct SignArgs {

@@ -622,7 +622,7 @@ async fn calls_made_before_the_script_loaded_are_sent_once_it_loads() {
         &["--identity-keys-file", keys_file.to_str().unwrap()],
     )
     .await;
-    let signature = ingest::identity::sign(secret.as_bytes(), ORG, "c-queued");
+    let signature = accounts::identity::sign(secret.as_bytes(), ORG, "c-queued");
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Queued</title>{STUB}<script>
         LiveChatWidget.call('set_customer', {{ id: 'c-queued', signature: '{signature}' }});

@@ -1,0 +1,8 @@
+//! What the stages and salesctl share about organizations.
+//!
+//! - [`settings`]: organization settings, followed from the compacted
+//!   `accounts.organizations` topic (ingest and the reporter follow it).
+//! - [`identity`]: signed customer identities: the signature, key ids, the keys file.
+
+pub mod identity;
+pub mod settings;
