@@ -163,9 +163,15 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// The body of every error answer, also of those written below the router (a refused
+/// connection, a request hyper could not parse): `{"error_code", "message", "field"}`.
+pub(crate) fn error_body(code: &str, message: &str, field: Option<&str>) -> serde_json::Value {
+    json!({ "error_code": code, "message": message, "field": field })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error_code": self.code, "message": self.message, "field": self.field });
+        let mut body = error_body(self.code, &self.message, self.field.as_deref());
         if let Some(event_id) = self.event_id {
             body["event_id"] = json!(event_id);
         }
@@ -510,15 +516,21 @@ async fn openapi() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
+    method_not_allowed_for("/v1/events", "POST", "POST, OPTIONS")
+}
+
+/// `405 method_not_allowed` for `path`, whose methods are `allow` (`use_method` is the
+/// one the message names).
+pub(crate) fn method_not_allowed_for(path: &str, use_method: &str, allow: &'static str) -> Response {
     let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "use POST for /v1/events",
+        format!("use {use_method} for {path}"),
     )
     .into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 

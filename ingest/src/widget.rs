@@ -7,7 +7,6 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// The script, as written in `widget/sales-widget.js`.
@@ -72,16 +71,7 @@ fn matches_etag(value: &str) -> bool {
 
 /// Any method but `GET` (and `HEAD`, which axum answers from `GET`).
 pub async fn method_not_allowed() -> Response {
-    let body = json!({
-        "error_code": "method_not_allowed",
-        "message": "use GET for /v1/widget.js",
-        "field": null,
-    });
-    let mut response = (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
+    crate::api::method_not_allowed_for("/v1/widget.js", "GET", "GET, HEAD")
 }
 
 #[cfg(test)]

@@ -235,11 +235,11 @@ fn refuse(stream: &TcpStream, refusal: Refusal) {
         Refusal::Total => "this service",
         Refusal::PerIp => "this client address",
     };
-    let body = serde_json::json!({
-        "error_code": "too_many_connections",
-        "message": format!("too many open connections to {whose}; retry later"),
-        "field": null,
-    })
+    let body = crate::api::error_body(
+        "too_many_connections",
+        &format!("too many open connections to {whose}; retry later"),
+        None,
+    )
     .to_string();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

@@ -12,7 +12,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A stream that rewrites hyper's automatic error answers into JSON ones.
@@ -124,7 +123,7 @@ fn json_answer(written: &[u8], head_limit: usize) -> Option<Vec<u8>> {
     if !headers.iter().any(|h| h.eq_ignore_ascii_case("content-length: 0")) {
         return None;
     }
-    let body = json!({ "error_code": code, "message": message, "field": null }).to_string();
+    let body = crate::api::error_body(code, &message, None).to_string();
     let mut answer = format!("{status_line}\r\n");
     for header in headers {
         if !header.to_ascii_lowercase().starts_with("content-length:") {
