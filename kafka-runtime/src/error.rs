@@ -27,9 +27,28 @@ pub enum Error {
     /// Logging could not be set up.
     #[error("cannot set up logging: {0}")]
     Telemetry(String),
-    /// A background task died (panicked or was cancelled).
+    /// A background task died (panicked or was cancelled), or a part of the worker
+    /// stopped in a way that leaves nothing to retry.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The transactional producer was fenced: the coordinator ended a transaction that
+    /// outlived `transaction.timeout.ms` (a stalled process), or a newer incarnation with
+    /// the same transactional id started. Its open transaction is gone; a new producer
+    /// and a restore from the last commit carry on.
+    #[error("{context}: the producer was fenced")]
+    Fenced {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A client of the worker cannot continue (librdkafka's fatal errors); the process
+    /// should exit and be restarted.
+    #[error("{context}: the client cannot continue")]
+    Fatal {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 impl Error {
@@ -57,7 +76,12 @@ impl Error {
                         | LeaderNotAvailable
                 )
             }),
-            Error::Config(_) | Error::Bind { .. } | Error::Telemetry(_) | Error::Task(_) => false,
+            Error::Config(_)
+            | Error::Bind { .. }
+            | Error::Telemetry(_)
+            | Error::Task(_)
+            | Error::Fenced { .. }
+            | Error::Fatal { .. } => false,
         }
     }
 }

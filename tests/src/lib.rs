@@ -99,7 +99,13 @@ impl TestEnv {
 
     /// Creates every topic of the pipeline under this test's prefix.
     pub async fn create_topics(&self) -> TopicsReport {
-        ensure_topics(&self.kafka, TEST_PARTITIONS, 1)
+        self.create_topics_replicated(1).await
+    }
+
+    /// Creates every topic of the pipeline under this test's prefix with `replication`
+    /// replicas (on a cluster of that many brokers at least).
+    pub async fn create_topics_replicated(&self, replication: i32) -> TopicsReport {
+        ensure_topics(&self.kafka, TEST_PARTITIONS, replication)
             .await
             .unwrap_or_else(|e| panic!("cannot create topics: {e}"))
     }
@@ -324,6 +330,86 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// A private cluster of `nodes` Kafka nodes (each a broker and a voter of the KRaft
+/// quorum; internal topics with 3 replicas and min.insync.replicas 2), run by
+/// `scripts/kafka-local.sh --brokers N` on ports of its own: node `i` (from 1) serves
+/// clients on `base_port + i - 1` and its controller on `base_port + nodes + i - 1`.
+/// Stopped, its data deleted, when dropped, also when a test fails.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    pub base_port: u16,
+    pub nodes: u16,
+}
+
+impl PrivateCluster {
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("bash")
+            .arg(PrivateBroker::script())
+            .arg("--brokers")
+            .arg(self.nodes.to_string())
+            .args(args)
+            .env("KAFKA_LOCAL_PORT", self.base_port.to_string())
+            .env_remove("KAFKA_LOCAL_CONTROLLER_PORT")
+            .env_remove("KAFKA_LOCAL_BROKERS")
+            .env("KAFKA_LOCAL_HEAP", "384m")
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) {
+        let output = self.command(args);
+        assert!(
+            output.status.success(),
+            "private cluster `{}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts a cluster of `nodes` on free ports and waits until every node serves
+    /// (blocking: call it from `spawn_blocking`).
+    pub fn start(nodes: u16) -> Self {
+        let cluster = PrivateCluster {
+            base_port: free_local_ports(2 * nodes).port(),
+            nodes,
+        };
+        cluster.run(&["start"]);
+        cluster
+    }
+
+    /// Every node's client address, comma separated.
+    pub fn bootstrap(&self) -> String {
+        (0..self.nodes)
+            .map(|i| format!("127.0.0.1:{}", self.base_port + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills node `node` with SIGKILL, as a crash would; its data stays (blocking).
+    pub fn kill(&self, node: u16) {
+        self.run(&["kill", &node.to_string()]);
+    }
+
+    /// Starts node `node` again on its data, stopping it gracefully first if it runs,
+    /// and waits until it serves (blocking).
+    pub fn restart(&self, node: u16) {
+        self.run(&["restart", &node.to_string()]);
+    }
+
+    /// The pid of node `node`, if the script runs it.
+    pub fn pid(&self, node: u16) -> Option<u32> {
+        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let file = format!("{dir}/sales-kafka-cluster-{}/node-{node}/kafka.pid", self.base_port);
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["stop"]);
+    }
+}
+
 /// The flags of a pipeline stage on the test's topics: its admin listener, ingest's
 /// public listener, a group of the test's own, worker `w1`, and a one-second idle
 /// advance so that quiet days close quickly.
@@ -410,23 +496,30 @@ pub async fn await_ready(admin: std::net::SocketAddr, what: &str, timeout: Durat
 /// to outgoing connections. Each call in this process gets another port; the start
 /// depends on the process id, so concurrent test processes rarely meet.
 pub fn free_local_addr() -> std::net::SocketAddr {
+    free_local_ports(1)
+}
+
+/// The first of `count` consecutive free ports on 127.0.0.1, taken as
+/// [`free_local_addr`] takes one (for a cluster whose nodes listen side by side).
+pub fn free_local_ports(count: u16) -> std::net::SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse().ok())
         .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_start.max(10_001));
-    let span = high - low;
+    let count = u32::from(count.max(1));
+    let (low, high) = (10_000u32, ephemeral_start.max(10_001 + count));
+    let span = high - low - count + 1;
     let start = std::process::id().wrapping_mul(7919) % span;
+    let addr = |port: u32| std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap_or(u16::MAX)));
     for _ in 0..span {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap_or(u16::MAX)));
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return addr;
+        let first = low + (start + NEXT.fetch_add(count, Ordering::Relaxed)) % span;
+        if (first..first + count).all(|port| std::net::TcpListener::bind(addr(port)).is_ok()) {
+            return addr(first);
         }
     }
-    panic!("no free port on 127.0.0.1 between {low} and {high}")
+    panic!("no {count} free consecutive ports on 127.0.0.1 between {low} and {high}")
 }
 
 pub use simulator::http::{HttpAnswer, http, http_get};
@@ -513,4 +606,16 @@ impl InProcessWorker {
             .await
             .unwrap_or_else(|e| panic!("worker task failed: {e}"))
     }
+}
+
+/// The sum of the samples of metric `name` (every label set) in Prometheus text; a
+/// series with labels is named with them: `name{label="value"}`.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -109,7 +109,7 @@ impl Core {
     }
 
     pub(crate) fn is_fatal(error: &Error) -> bool {
-        matches!(error, Error::Task(_))
+        matches!(error, Error::Task(_) | Error::Fatal { .. })
     }
 
     /// Forgets every task and offset (after a revocation or on the way out).
@@ -255,6 +255,21 @@ impl Core {
     /// changes that are now void, so they are restored from the changelogs again.
     pub(crate) fn abort(&mut self) -> Result<()> {
         self.tx.abort()?;
+        self.forget_uncommitted();
+        Ok(())
+    }
+
+    /// After the producer was fenced: its transaction is gone with everything in it, so
+    /// `fresh` (a new producer of the same transactional id) takes over and the tasks are
+    /// restored from the last commit, as after an abort.
+    pub(crate) fn replace_producer(&mut self, mut fresh: Transaction) {
+        fresh.aborts_in_a_row = self.tx.aborts_in_a_row;
+        self.tx = fresh;
+        self.forget_uncommitted();
+    }
+
+    /// Drops the tasks' uncommitted work: their partitions are restored again.
+    fn forget_uncommitted(&mut self) {
         self.metrics.aborts.inc();
         self.tx.aborts_in_a_row += 1;
         self.touched.clear();
@@ -265,7 +280,6 @@ impl Core {
         if !partitions.is_empty() {
             self.to_restore = Some(partitions);
         }
-        Ok(())
     }
 
     /// Builds the tasks of `partitions`, their stores and watermarks restored from the

@@ -288,8 +288,15 @@ fn run_blocking(
         let message = consumer.poll(Duration::from_millis(20));
         let mut guard = lock(&core);
         let core = &mut *guard;
-        if let Some(failure) = core.failure.take() {
-            break Err(failure);
+        match core.failure.take() {
+            Some(fenced @ Error::Fenced { .. }) => {
+                if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &fenced) {
+                    break Err(fatal);
+                }
+                continue;
+            }
+            Some(failure) => break Err(failure),
+            None => {}
         }
         let step = (|| -> Result<()> {
             if let Some(partitions) = core.to_restore.take() {
@@ -313,7 +320,10 @@ fn run_blocking(
             match message {
                 Some(Ok(message)) => core.accept(&message)?,
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    return Err(Error::Task(format!("the consumer cannot continue: {e}")));
+                    return Err(Error::Fatal {
+                        context: "consuming".into(),
+                        source: e,
+                    });
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
@@ -332,6 +342,12 @@ fn run_blocking(
         if let Err(e) = step {
             if Core::is_fatal(&e) {
                 break Err(e);
+            }
+            if matches!(e, Error::Fenced { .. }) {
+                if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &e) {
+                    break Err(fatal);
+                }
+                continue;
             }
             tracing::warn!(error = %e, "transaction failed; aborting and rewinding to the committed offsets");
             if let Err(fatal) = core.abort() {
@@ -368,6 +384,47 @@ fn run_blocking(
     drop(consumer);
     tracing::info!(app = app.id(), worker = %worker_id, "worker stopped");
     result
+}
+
+/// Replaces a fenced producer: a new one with the same transactional id (which bumps
+/// the epoch again and aborts whatever is left of the old transaction), and the tasks
+/// restored from the last commit. Fencing happens when the coordinator ends a transaction
+/// that outlived `transaction.timeout.ms` (this process stalled); a newer incarnation of
+/// this worker would also have fenced the consumer's static membership, which is fatal.
+/// Counted with the aborts, so a producer fenced again and again still ends the worker.
+fn renew_producer(core: &mut Core, kafka: &KafkaArgs, worker_id: &str, cause: &Error) -> Result<()> {
+    let group = core.shape.group_id.clone();
+    if let Some(place) = namesake::successor(kafka, &group, worker_id)? {
+        return Err(Error::Config(format!(
+            "fenced by a successor with WORKER_ID {worker_id:?} on {place} ({}); this worker stops",
+            DisplayChain(cause)
+        )));
+    }
+    tracing::warn!(error = %DisplayChain(cause), "the producer was fenced; starting a new one and restoring from the last commit");
+    if core.tx.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+        return Err(Error::Task(format!(
+            "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {}",
+            DisplayChain(cause)
+        )));
+    }
+    let fresh = Transaction::init(kafka, &format!("{group}-{worker_id}"))?;
+    core.replace_producer(fresh);
+    Ok(())
+}
+
+/// An error and its sources, `: `-separated, for one log line.
+struct DisplayChain<'a>(&'a Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// Positions the consumer at the committed offsets of every input partition in

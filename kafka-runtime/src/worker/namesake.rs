@@ -57,33 +57,11 @@ pub(crate) fn refuse_a_live_namesake(
     worker_id: &str,
     session_timeout: Duration,
 ) -> Result<()> {
-    let lookup: BaseConsumer = kafka
-        .client_config(&format!("{group}-{worker_id}-lookup"))
-        .create()
-        .map_err(|e| Error::kafka("cannot create the group lookup", e))?;
-    let prefix = member_prefix(group, worker_id);
-    let (here, me) = (host_name(), std::process::id());
+    let lookup = lookup(kafka, group, worker_id)?;
     let deadline = Instant::now() + session_timeout + Duration::from_secs(2);
     let mut told = false;
     loop {
-        let groups = lookup
-            .fetch_group_list(Some(group), Duration::from_secs(10))
-            .map_err(|e| Error::kafka("cannot look up the consumer group", e))?;
-        let mut live = None;
-        for member in groups.groups().iter().flat_map(|g| g.members()) {
-            let Some((host, pid)) = parse(member.client_id(), &prefix) else {
-                continue;
-            };
-            let gone = host == here && (pid == me || !alive_here(pid));
-            if !gone {
-                live = Some(if host == here {
-                    format!("this host (pid {pid})")
-                } else {
-                    format!("host {host}")
-                });
-            }
-        }
-        let Some(place) = live else {
+        let Some(place) = live_namesake(&lookup, group, worker_id)? else {
             return Ok(());
         };
         if Instant::now() >= deadline {
@@ -97,6 +75,44 @@ pub(crate) fn refuse_a_live_namesake(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Where another live process holds `worker_id` in `group` right now (a successor that
+/// took this worker's place while it was frozen), if one does.
+pub(crate) fn successor(kafka: &KafkaArgs, group: &str, worker_id: &str) -> Result<Option<String>> {
+    live_namesake(&lookup(kafka, group, worker_id)?, group, worker_id)
+}
+
+fn lookup(kafka: &KafkaArgs, group: &str, worker_id: &str) -> Result<BaseConsumer> {
+    kafka
+        .client_config(&format!("{group}-{worker_id}-lookup"))
+        .create()
+        .map_err(|e| Error::kafka("cannot create the group lookup", e))
+}
+
+/// A member of `group` with `worker_id` other than this process (or a dead predecessor
+/// on this host): where it runs.
+fn live_namesake(lookup: &BaseConsumer, group: &str, worker_id: &str) -> Result<Option<String>> {
+    let prefix = member_prefix(group, worker_id);
+    let (here, me) = (host_name(), std::process::id());
+    let groups = lookup
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .map_err(|e| Error::kafka("cannot look up the consumer group", e))?;
+    let mut live = None;
+    for member in groups.groups().iter().flat_map(|g| g.members()) {
+        let Some((host, pid)) = parse(member.client_id(), &prefix) else {
+            continue;
+        };
+        let gone = host == here && (pid == me || !alive_here(pid));
+        if !gone {
+            live = Some(if host == here {
+                format!("this host (pid {pid})")
+            } else {
+                format!("host {host}")
+            });
+        }
+    }
+    Ok(live)
 }
 
 #[cfg(test)]

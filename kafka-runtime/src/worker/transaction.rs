@@ -26,18 +26,29 @@ pub(crate) struct Transaction {
     pub(crate) aborts_in_a_row: u32,
 }
 
-/// Whether a failed transactional call may be fixed by aborting and rewinding, or
-/// leaves the producer unusable (fenced by a newer incarnation, or fatal).
+/// Whether a failed transactional call may be fixed by aborting and rewinding, needs a
+/// new producer (fenced), or leaves nothing to retry (fatal).
 pub(crate) fn classify(e: KafkaError, what: &str) -> Error {
+    let context = what.to_string();
+    if is_fenced(&e) {
+        return Error::Fenced { context, source: e };
+    }
     let fatal = match &e {
         KafkaError::Transaction(t) => t.is_fatal() || !t.txn_requires_abort() && !t.is_retriable(),
         _ => false,
     };
     if fatal {
-        Error::Task(format!("{what}: {e} (the producer cannot continue)"))
+        Error::Fatal { context, source: e }
     } else {
-        Error::kafka(what.to_string(), e)
+        Error::kafka(context, e)
     }
+}
+
+/// The producer's epoch is no longer the coordinator's: librdkafka's `_FENCED`, or the
+/// broker's answers that say the same.
+fn is_fenced(e: &KafkaError) -> bool {
+    e.rdkafka_error_code()
+        .is_some_and(|code| matches!(code, Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch))
 }
 
 impl Transaction {

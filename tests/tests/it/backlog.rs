@@ -15,7 +15,9 @@ use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::reference::expected_reports;
-use sales_tests::{TEST_PARTITIONS, TestEnv, await_ready, free_local_addr, http_get, run_stage, stage_args};
+use sales_tests::{
+    TEST_PARTITIONS, TestEnv, await_ready, free_local_addr, http_get, metric_value, run_stage, stage_args,
+};
 use schemas::keys;
 use schemas::records::{DailySalesReport, EnrichedOrder};
 use schemas::topics::Topic;
@@ -156,17 +158,6 @@ fn address_in_use(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
     })
-}
-
-/// The sum of the samples of metric `name` in Prometheus text.
-fn metric_value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Starts every stream stage with one worker per id in `ids`, all in the stage's one

@@ -134,6 +134,13 @@ impl WorkerProcess {
         WorkerProcess(child)
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`) to the process.
+    fn signal(&self, name: &str) {
+        let pid = self.0.id().to_string();
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    }
+
     /// SIGKILL: no commit, no goodbye.
     fn kill(mut self) {
         self.0.kill().unwrap();
@@ -470,12 +477,7 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
     // group drops it after the session timeout. A successor with the same worker id
     // waits for that (a live namesake it would refuse), then its transactional id and
     // group instance id take over; woken up, the zombie finds itself fenced.
-    let pid = zombie.0.id().to_string();
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill").args([name, &pid]).status().unwrap();
-        assert!(status.success(), "kill {name} {pid}");
-    };
-    signal("-STOP");
+    zombie.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen_at = watch.read();
     let successor = WorkerProcess::spawn(&env, &app, "w1");
@@ -484,7 +486,7 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
         "the successor took over: {} of 20000, {frozen_at} when the zombie froze",
         watch.read()
     );
-    signal("-CONT");
+    zombie.signal("-CONT");
 
     let mut zombie = zombie;
     let status = tokio::task::spawn_blocking(move || {
@@ -511,6 +513,43 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
         watch.read()
     );
     assert!(successor.terminate().success());
+    let counts = watch.settle(Duration::from_secs(2)).await;
+    assert_exactly_once(&expected, &counts);
+}
+
+#[tokio::test]
+async fn a_worker_frozen_past_its_transaction_timeout_renews_its_producer_and_counts_exactly_once() {
+    let env = TestEnv::new().await;
+    setup(&env).await;
+    let app = env.unique_id("counter");
+    let watch = OutputWatch::start(&env);
+    let expected = produce(&env, 20_000, 100, 9).await;
+
+    let worker = WorkerProcess::spawn(&env, &app, "w1");
+    assert!(
+        watch.wait_for(2_000, Duration::from_secs(60)).await,
+        "{} of 20000",
+        watch.read()
+    );
+    // Frozen with a transaction open (a long pause of the process, a starved machine):
+    // the coordinator aborts the transaction after transaction.timeout.ms (10 s) and
+    // fences the producer, and the group drops the member. Nobody replaces it, so when
+    // it wakes up it must carry on by itself, not exit.
+    worker.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    worker.signal("-CONT");
+
+    assert!(
+        watch.wait_for(20_000, Duration::from_secs(90)).await,
+        "the woken worker went on: {} of 20000",
+        watch.read()
+    );
+    let mut worker = worker;
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the woken worker is still running"
+    );
+    assert!(worker.terminate().success(), "a graceful stop exits 0");
     let counts = watch.settle(Duration::from_secs(2)).await;
     assert_exactly_once(&expected, &counts);
 }
