@@ -8,7 +8,7 @@ COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir /out \
  && cp target/release/ingest target/release/enricher target/release/attributor \
-       target/release/reporter target/release/salesctl /out/
+       target/release/reporter target/release/api target/release/salesctl /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
@@ -16,5 +16,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
  && useradd --system --no-create-home sales
 COPY --from=build /out/ /usr/local/bin/
 USER sales
-# Each service sets its command (ingest, enricher, attributor, reporter or salesctl).
+# Each service sets its command (ingest, enricher, attributor, reporter, api or salesctl).
 CMD ["salesctl", "--help"]

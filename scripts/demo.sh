@@ -47,7 +47,12 @@ STORE_ADDR=${DEMO_STORE_ADDR:-127.0.0.1:8090}
 "$BIN/salesctl" org put --id org_example --website "${STORE_ADDR%:*}" --timezone UTC
 
 # name, admin address (each stage's default)
-STAGES=(ingest:127.0.0.1:9180 enricher:127.0.0.1:9181 attributor:127.0.0.1:9182 reporter:127.0.0.1:9183)
+STAGES=(ingest:127.0.0.1:9180 enricher:127.0.0.1:9181 attributor:127.0.0.1:9182 reporter:127.0.0.1:9183 api:127.0.0.1:9184)
+# The API checks the chat platform's tokens; the demo plays the platform with a secret
+# of its own, and salesctl token mints the console's tokens with it.
+export API_JWT_SECRET_FILE="$LOG_DIR/api-jwt-secret"
+head -c 48 /dev/urandom | base64 | tr -d '\n' >"$API_JWT_SECRET_FILE"
+API=http://127.0.0.1:8081
 PIDS=()
 
 stop_all() {
@@ -192,7 +197,26 @@ say "The wins counters (salesctl tail sales.wins): the latest per organization"
 say "A few agent notifications (salesctl tail inbox.notifications)"
 "$BIN/salesctl" tail inbox.notifications --from-beginning --idle-timeout 3s | tail -n 3
 
+say "The same report through the API (GET /v1/orgs/org_nordic/reports), as the console reads it"
+NORDIC_TOKEN=$("$BIN/salesctl" token --org org_nordic)
+api_answer=$(curl -fsS -H "Authorization: Bearer $NORDIC_TOKEN" \
+  "$API/v1/orgs/org_nordic/reports?from=$FROM&to=$TO&currency=EUR&by_day=true")
+cli_answer=$("$BIN/salesctl" report --org org_nordic --from "$FROM" --to "$TO" --currency EUR --by-day --format json)
+if [[ "$api_answer" == "$cli_answer" ]]; then
+  echo "the API's answer is the one salesctl report prints"
+else
+  echo "the API's answer differs from salesctl report's:"; echo "api:      $api_answer"; echo "salesctl: $cli_answer"
+  $CHECK_ONLY && exit 1
+fi
+echo "wins of org_nordic: $(curl -fsS -H "Authorization: Bearer $NORDIC_TOKEN" "$API/v1/orgs/org_nordic/wins")"
+echo "a token of org_nordic on org_harbor: $(curl -sS -w ' %{http_code}' -H "Authorization: Bearer $NORDIC_TOKEN" "$API/v1/orgs/org_harbor/wins")"
+
 say "The pipeline is up"
+EXAMPLE_TOKEN=$("$BIN/salesctl" token --org org_example)
+echo "console:     $API/console/#org=org_example&token=$EXAMPLE_TOKEN"
+echo "             (the store's organization: buy on the store, watch the order arrive in chat store-chat-1;"
+echo "             org_nordic's week: $API/console/#org=org_nordic&token=$NORDIC_TOKEN)"
+echo "agent API:   $API/v1/orgs/{org}/...  (OpenAPI: $API/openapi.json; tokens: salesctl token --org ORG)"
 echo "widget API:  http://127.0.0.1:8080/v1/events  (OpenAPI: http://127.0.0.1:8080/v1/openapi.json)"
 echo "store:       http://$STORE_ADDR/  (organization org_example, visitor-1 in chat store-chat-1: buy there, then see the chat's notifications:"
 echo "             SALES_TOPIC_PREFIX=$SALES_TOPIC_PREFIX target/debug/salesctl tail inbox.notifications --from-beginning)"

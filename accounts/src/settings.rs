@@ -3,21 +3,15 @@
 //! `salesctl org put` (websites, rate limit, timezone, signed identity mode and keys)
 //! applies within the time it takes to consume one record.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
-
 use anyhow::Context;
 use kafka_runtime::admin::ReadyCheck;
 use kafka_runtime::config::KafkaArgs;
+use kafka_runtime::follow::{Followed, Follower};
 use kafka_runtime::shutdown::Shutdown;
-use kafka_runtime::topic_admin::assign_whole_topic;
-use rdkafka::Offset;
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use schemas::records::OrganizationSettings;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::identity::IdentitySettings;
 
@@ -157,46 +151,24 @@ pub async fn follow(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
-    let consumer: StreamConsumer<kafka_runtime::worker::QuietEof> = kafka
-        .client_config(&format!("{stage}-settings"))
-        // Every replica reads every organization: no group membership, no commits.
-        .set("group.id", format!("{stage}-settings"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(kafka_runtime::worker::QuietEof)
-        .context("cannot create the settings consumer")?;
-    let partitions = assign_whole_topic(&consumer, &topic, Offset::Beginning)?;
+    let mut table = SettingsTable(organizations);
+    kafka_runtime::follow::follow(kafka, &format!("{stage}-settings"), &topic, ready, shutdown, &mut table)
+        .await
+        .context("cannot follow the organization settings")
+}
 
-    let mut at_end = vec![false; partitions];
-    let mut loaded = false;
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.requested() => return Ok(()),
-            message = consumer.recv() => message,
-        };
-        match message {
-            Ok(message) => {
-                if let Err(reason) = organizations.apply(message.key(), message.payload()) {
-                    tracing::warn!(partition = message.partition(), offset = message.offset(), %reason, "organization settings record skipped");
-                }
-            }
-            Err(KafkaError::PartitionEOF(partition)) => {
-                if let Some(flag) = usize::try_from(partition).ok().and_then(|p| at_end.get_mut(p)) {
-                    *flag = true;
-                }
-                if !loaded && at_end.iter().all(|e| *e) {
-                    loaded = true;
-                    organizations.mark_loaded();
-                    ready.set(true);
-                    tracing::info!(organizations = organizations.len(), "organization settings loaded");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading organization settings failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+struct SettingsTable(Organizations);
+
+impl Follower for SettingsTable {
+    fn apply(&mut self, record: Followed<'_>) {
+        if let Err(reason) = self.0.apply(record.key, record.value) {
+            tracing::warn!(partition = record.partition, offset = record.offset, %reason, "organization settings record skipped");
         }
+    }
+
+    fn loaded(&mut self, _partitions: usize) {
+        self.0.mark_loaded();
+        tracing::info!(organizations = self.0.len(), "organization settings loaded");
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`admin`]: the admin listener: `/healthz`, `/readyz` (named readiness checks) and
 //!   `/metrics` (Prometheus text).
 //! - [`broker`]: a background probe that keeps the "broker reachable" check current.
+//! - [`follow`]: a topic read as a table, from its beginning and then live.
 //! - [`topic_admin`]: creates the pipeline's topics and verifies existing ones.
 //! - [`store`]: state stores (key-value, windowed) backed by changelog topics.
 //! - [`task`]: what a stage plugs into the runtime (application, tasks, context).
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod follow;
 pub mod shutdown;
 pub mod stage;
 pub mod store;

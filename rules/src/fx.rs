@@ -52,6 +52,18 @@ pub fn minor_unit(currency: &str) -> u32 {
         .map_or(2, |(_, unit)| *unit)
 }
 
+/// An exact amount as shown: without the zeros beyond its currency's minor unit that
+/// the records' fixed scale adds (`420.5000` USD is `420.50`, `1200.0000` JPY `1200`),
+/// never rounded (`0.1250` USD stays `0.125`).
+pub fn shown(amount: Decimal, currency: &str) -> Decimal {
+    let mut trimmed = amount.normalize();
+    let minor = minor_unit(currency);
+    if trimmed.scale() < minor {
+        trimmed.rescale(minor);
+    }
+    trimmed
+}
+
 /// `amount` rounded half to even to `currency`'s minor unit.
 pub fn round_to_minor_unit(amount: Decimal, currency: &str) -> Decimal {
     let mut rounded = amount.round_dp_with_strategy(minor_unit(currency), RoundingStrategy::MidpointNearestEven);
@@ -173,6 +185,17 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn an_amount_is_shown_with_its_currencys_digits_and_never_rounded() {
+        let shown = |amount: &str, currency: &str| shown(d(amount), currency).to_string();
+        assert_eq!(shown("420.5000", "USD"), "420.50");
+        assert_eq!(shown("1200.0000", "JPY"), "1200");
+        assert_eq!(shown("0.1250", "USD"), "0.125");
+        assert_eq!(shown("7.0000", "KWD"), "7.000");
+        assert_eq!(shown("-3.1000", "EUR"), "-3.10");
+        assert_eq!(shown("0.0000", "USD"), "0.00");
     }
 
     fn ecb() -> RateTable {

@@ -15,7 +15,7 @@ use schemas::values::Timestamp;
 use serde::Serialize;
 
 use crate::cells::{TOP_ORDERS, is_ai, top_order_cmp};
-use crate::fx::{RateTable, round_to_minor_unit};
+use crate::fx::{RateTable, round_to_minor_unit, shown};
 
 /// A team a filter asks for: a named team, chats without a team, or the teams merged
 /// beyond a day's cap.
@@ -24,6 +24,36 @@ pub enum TeamFilter {
     Team(String),
     NoTeam,
     Other,
+}
+
+impl TeamFilter {
+    /// A team as a filter names it: `none` (chats without a team), `other` (teams merged
+    /// beyond a day's cap) or a team id.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "none" => TeamFilter::NoTeam,
+            "other" => TeamFilter::Other,
+            id => TeamFilter::Team(id.to_string()),
+        }
+    }
+}
+
+/// A sale timing as a filter names it.
+pub fn parse_timing(text: &str) -> Result<SaleTiming, String> {
+    match text {
+        "during_chat" => Ok(SaleTiming::DuringChat),
+        "after_chat" => Ok(SaleTiming::AfterChat),
+        other => Err(format!("{other:?} is not a sale timing (during_chat or after_chat)")),
+    }
+}
+
+/// A display currency: three upper-case letters (ISO 4217).
+pub fn check_currency(code: &str) -> Result<(), String> {
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!("{code:?} is not an ISO 4217 currency code"))
+    }
 }
 
 /// What to report.
@@ -144,7 +174,7 @@ impl Sums {
                 .map(|(currency, (orders, revenue))| CurrencyRevenue {
                     currency: currency.clone(),
                     orders: *orders,
-                    revenue: *revenue,
+                    revenue: shown(*revenue, currency),
                 })
                 .collect(),
             converted: display.map(|currency| Converted {
@@ -238,7 +268,7 @@ pub fn answer(query: &Query, reports: &[DailySalesReport], rates: &RateTable) ->
         order_id: order.order_id.clone(),
         order_number: order.order_number.clone(),
         currency: currency.to_string(),
-        total: order.total.value(),
+        total: shown(order.total.value(), currency),
         converted_total: converted.zip(display).map(|(v, x)| round_to_minor_unit(v, x)),
         placed_at: order.placed_at,
         time_to_order_micros: order.time_to_order_micros,

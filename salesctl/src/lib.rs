@@ -9,6 +9,7 @@
 //! - [`report`]: `salesctl report`.
 //! - [`fx`]: `salesctl fx import|put`.
 //! - [`sign`]: `salesctl sign`.
+//! - [`token`]: `salesctl token` (a development token for the API).
 
 pub mod chat;
 pub mod fx;
@@ -16,6 +17,7 @@ pub mod org;
 pub mod report;
 pub mod sign;
 pub mod tail;
+pub mod token;
 pub mod topics;
 mod write;
 
@@ -62,6 +64,8 @@ pub enum Command {
     /// Print the signature of a customer id (HMAC-SHA256 of organization_id:customer_id
     /// under a key of the identity keys file), as a store's back end makes it.
     Sign(sign::SignArgs),
+    /// Print a development access token of an organization for the API and its console.
+    Token(token::TokenArgs),
 }
 
 /// Carries out one command; the exit code is the returned one.
@@ -82,6 +86,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Fx(command) => {
             fx::run(&cli.kafka, command, &mut std::io::stdout().lock()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Token(args) => {
+            token::run(&args, &mut std::io::stdout().lock())?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Sign(args) => {

@@ -75,30 +75,20 @@ impl ReportArgs {
     /// The query the flags ask.
     pub fn query(&self) -> anyhow::Result<Query> {
         if let Some(c) = &self.currency {
-            anyhow::ensure!(
-                c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()),
-                "--currency {c:?} is not an ISO 4217 code"
-            );
+            rules::query::check_currency(c).map_err(|e| anyhow::anyhow!("--currency {e}"))?;
         }
         Ok(Query {
             organization_id: self.org.clone(),
             from: self.from.to_string(),
             to: self.to.to_string(),
             currency: self.currency.clone(),
-            timing: match self.timing.as_deref() {
-                Some("during_chat") => Some(SaleTiming::DuringChat),
-                Some("after_chat") => Some(SaleTiming::AfterChat),
-                _ => None,
-            },
-            teams: self
-                .team
-                .iter()
-                .map(|t| match t.as_str() {
-                    "none" => TeamFilter::NoTeam,
-                    "other" => TeamFilter::Other,
-                    id => TeamFilter::Team(id.to_string()),
-                })
-                .collect(),
+            timing: self
+                .timing
+                .as_deref()
+                .map(rules::query::parse_timing)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--timing {e}"))?,
+            teams: self.team.iter().map(|t| TeamFilter::parse(t)).collect(),
             ai: self.ai,
         })
     }

@@ -6,6 +6,7 @@
 //! local one and sets it); without it, a broker is started with testcontainers, which
 //! needs a Docker engine.
 
+pub mod api;
 pub mod counting;
 pub mod fuzz;
 pub mod joining;
@@ -425,6 +426,17 @@ pub fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public
     ]
     .map(String::from)
     .to_vec();
+    if name == "api" {
+        args.extend([
+            "--listen-addr".into(),
+            public.to_string(),
+            "--jwt-secret-file".into(),
+            api::secret_file().display().to_string(),
+            "--keepalive".into(),
+            "1s".into(),
+        ]);
+        return args;
+    }
     if name == "ingest" {
         args.extend(["--listen-addr".into(), public.to_string()]);
         args.extend([
@@ -449,7 +461,7 @@ pub fn stage_args(env: &TestEnv, name: &str, admin: std::net::SocketAddr, public
     args
 }
 
-/// Runs the pipeline stage `name` (`ingest`, `enricher`, `attributor` or `reporter`) in
+/// Runs the pipeline stage `name` (`ingest`, `enricher`, `attributor`, `reporter` or `api`) in
 /// this process with the command line `argv` (as [`stage_args`] makes it) until
 /// `shutdown`.
 pub fn run_stage(
@@ -466,6 +478,7 @@ pub fn run_stage(
             shutdown,
         )),
         "reporter" => tokio::spawn(reporter::run(reporter::Config::try_parse_from(argv).unwrap(), shutdown)),
+        "api" => tokio::spawn(::api::run(::api::Config::try_parse_from(argv).unwrap(), shutdown)),
         other => panic!("{other} is not a stage of the pipeline"),
     }
 }

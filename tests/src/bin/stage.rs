@@ -1,5 +1,5 @@
 //! Any stage of the pipeline as a process of this package, so that tests can start it
-//! by path and kill it with SIGKILL: `stage <ingest|enricher|attributor|reporter>
+//! by path and kill it with SIGKILL: `stage <ingest|enricher|attributor|reporter|api>
 //! [its flags]`, exactly as the stage's own binary.
 
 use clap::Parser;
@@ -30,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
             kafka_runtime::telemetry::init(&config.telemetry)?;
             reporter::run(config, shutdown).await
         }
-        other => anyhow::bail!("usage: stage <ingest|enricher|attributor|reporter> [flags]; got {other:?}"),
+        Some("api") => {
+            let config = api::Config::parse_from(&argv);
+            kafka_runtime::telemetry::init(&config.telemetry)?;
+            api::run(config, shutdown).await
+        }
+        other => anyhow::bail!("usage: stage <ingest|enricher|attributor|reporter|api> [flags]; got {other:?}"),
     }
 }

@@ -32,7 +32,7 @@ struct StageProcess {
 }
 
 impl StageProcess {
-    fn spawn(name: &'static str, args: Vec<String>, admin: std::net::SocketAddr) -> Self {
+    pub(crate) fn spawn(name: &'static str, args: Vec<String>, admin: std::net::SocketAddr) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_stage"))
             .args(&args)
             .env("RUST_LOG", "warn")

@@ -60,6 +60,7 @@ fn every_flag_of_every_binary_has_a_doc_and_an_environment_variable() {
         ("enricher", enricher::Config::command()),
         ("attributor", attributor::Config::command()),
         ("reporter", reporter::Config::command()),
+        ("api", api::Config::command()),
         ("salesctl", salesctl::Cli::command()),
     ] {
         for arg in command

@@ -26,6 +26,7 @@ fn binary_command(binary: &str) -> clap::Command {
         "enricher" => enricher::Config::command(),
         "attributor" => attributor::Config::command(),
         "reporter" => reporter::Config::command(),
+        "api" => api::Config::command(),
         "salesctl" => salesctl::Cli::command(),
         other => panic!("docker-compose.yml runs {other:?}, which is not a binary of this workspace"),
     }
@@ -114,7 +115,7 @@ fn every_pipeline_service_parses_with_the_binaries_real_flags() {
         );
         binaries_seen.push(command[0].clone());
     }
-    for binary in ["ingest", "enricher", "attributor", "reporter", "salesctl"] {
+    for binary in ["ingest", "enricher", "attributor", "reporter", "api", "salesctl"] {
         assert!(binaries_seen.iter().any(|b| b == binary), "no service runs {binary}");
     }
 }
@@ -153,7 +154,7 @@ fn compose_runs_the_same_kafka_version_as_the_local_broker() {
 #[test]
 fn the_image_contains_every_binary_the_services_run() {
     let dockerfile = workspace_file("Dockerfile");
-    for binary in ["ingest", "enricher", "attributor", "reporter", "salesctl"] {
+    for binary in ["ingest", "enricher", "attributor", "reporter", "api", "salesctl"] {
         assert!(
             dockerfile.contains(&format!("target/release/{binary}")),
             "Dockerfile does not copy {binary}"

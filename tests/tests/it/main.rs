@@ -1,5 +1,6 @@
 //! Integration tests: one test binary, one shared broker, a private topic prefix per test.
 
+mod api;
 mod attributor;
 mod backlog;
 mod chaos;
