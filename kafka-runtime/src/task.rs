@@ -52,9 +52,24 @@ pub fn encode<R: schemas::Record>(record: &R) -> Result<Vec<u8>, Reject> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject(pub String);
 
-impl<E: std::fmt::Display> From<E> for Reject {
-    fn from(e: E) -> Self {
+// Only the errors that mean "this record is bad" become a rejection with `?`: a value
+// that does not decode, a field that fails validation, a key that is not text. Any other
+// failure must be handled where it happens, not dead-lettered by accident.
+impl From<schemas::CodecError> for Reject {
+    fn from(e: schemas::CodecError) -> Self {
         Reject(e.to_string())
+    }
+}
+
+impl From<schemas::validation::FieldError> for Reject {
+    fn from(e: schemas::validation::FieldError) -> Self {
+        Reject(e.to_string())
+    }
+}
+
+impl From<std::str::Utf8Error> for Reject {
+    fn from(e: std::str::Utf8Error) -> Self {
+        Reject(format!("not UTF-8: {e}"))
     }
 }
 
