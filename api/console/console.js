@@ -643,13 +643,16 @@ function cartBody(note) {
 
 function notificationCard(entry) {
   const note = entry.note;
-  return h('li', {
+  const card = h('li', {
     class: `note kind-${note.kind}${entry.live ? ' is-new' : ''}`, 'data-testid': 'notification',
     'data-notification-id': note.notification_id, 'data-kind': note.kind,
   },
   h('header', { class: 'note-head' },
     h('span', { class: 'note-kind' }, KIND_LABELS[note.kind] || note.kind), timeEl(note.at)),
   note.kind === 'order_created' ? orderBody(note) : cartBody(note));
+  // Highlighted once: a card shown again (back from the Reports tab) would replay it.
+  if (entry.live) card.addEventListener('animationend', () => card.classList.remove('is-new'), { once: true });
+  return card;
 }
 
 const cards = new WeakMap(); // entry → its card, built once so images never reload
@@ -926,12 +929,13 @@ function renderAnswer(answer, q) {
       h('span', { class: 'muted' }, ` · ${r.orders} ${r.orders === 1 ? 'order' : 'orders'}`)))
     : [h('li', { class: 'muted' }, 'No orders')]));
   const c = t.converted;
+  // replaceChildren() would write a null as the text "null": absent parts are left out.
   $('report-converted-box').replaceChildren(...(c
     ? [h('p', { class: 'big' }, money(c.revenue, c.currency, { 'data-testid': 'report-converted', id: 'report-converted' })),
       c.not_converted.length
         ? h('p', { class: 'warning', 'data-testid': 'report-not-converted' },
           `Not converted (no rate): ${c.not_converted.join(', ')}; not in this total.`)
-        : null]
+        : null].filter(Boolean)
     : [h('p', { class: 'muted' }, 'Choose a display currency for one total.')]));
   $('report-average').replaceChildren(averageCell(t.average_time_to_order_seconds));
   $('report-average-exact').textContent = t.average_time_to_order_seconds == null ? '' : `${t.average_time_to_order_seconds} s`;

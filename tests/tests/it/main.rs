@@ -3,9 +3,11 @@
 mod api;
 mod attributor;
 mod backlog;
+mod browser;
 mod chaos;
 mod cli;
 mod compose;
+mod console;
 mod enricher;
 mod identity;
 mod ingest;
