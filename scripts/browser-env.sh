@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the path of a chromedriver whose headless Chromium the widget's browser tests
+# Prints the path of a chromedriver whose headless Chromium the widget's and the console's browser tests
 # (tests/tests/it/widget.rs) drive. Debian's chromium and chromium-driver packages are
 # installed with apt-get when either is missing (as root, or through sudo when it does
 # not ask for a password); both must come from the same package version. Only the

@@ -16,7 +16,7 @@ if [[ -z "${SALES_PYTHON:-}" ]]; then
   SALES_PYTHON="$(scripts/python-env.sh)"
   export SALES_PYTHON
 fi
-# The widget's browser tests drive a headless Chromium through chromedriver (Debian's
+# The widget's and the console's browser tests drive a headless Chromium through chromedriver (Debian's
 # chromium and chromium-driver, installed with apt-get when missing).
 if [[ -z "${SALES_CHROMEDRIVER:-}" ]]; then
   SALES_CHROMEDRIVER="$(scripts/browser-env.sh)"
