@@ -24,7 +24,7 @@ use crate::pipeline::await_reports;
 
 const STREAM_STAGES: [&str; 3] = ["enricher", "attributor", "reporter"];
 
-struct StageProcess {
+pub(crate) struct StageProcess {
     name: &'static str,
     args: Vec<String>,
     admin: std::net::SocketAddr,
@@ -48,7 +48,7 @@ impl StageProcess {
         }
     }
 
-    fn kill_and_restart(&mut self) {
+    pub(crate) fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         *self = StageProcess::spawn(self.name, self.args.clone(), self.admin);
