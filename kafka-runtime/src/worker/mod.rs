@@ -350,8 +350,17 @@ fn run_blocking(
                 continue;
             }
             tracing::warn!(error = %e, "transaction failed; aborting and rewinding to the committed offsets");
-            if let Err(fatal) = core.abort() {
-                break Err(fatal);
+            match core.abort() {
+                Ok(()) => {}
+                // The coordinator already ended the transaction and bumped the epoch (it
+                // outlived transaction.timeout.ms): a new producer carries on.
+                Err(fenced @ Error::Fenced { .. }) => {
+                    if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &fenced) {
+                        break Err(fatal);
+                    }
+                    continue;
+                }
+                Err(fatal) => break Err(fatal),
             }
             if core.tx.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
                 break Err(Error::Task(format!(
