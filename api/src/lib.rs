@@ -205,14 +205,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let state = routes::AppState {
         tables,
-        verifier,
+        verifier: std::sync::Arc::new(verifier),
         metrics,
         keepalive: config.keepalive,
         shutdown: shutdown.clone(),
-        cors_origins: config.cors_origins.clone(),
+        cors_origins: config.cors_origins.clone().into(),
     };
     tracing::info!(listen_addr = %local_addr, "listening: /v1/* /openapi.json /console/");
-    axum::serve(listener, routes::router(state))
+    // A make-service: a new connection clones one handle, not every route's stack.
+    axum::serve(listener, routes::router(state).into_make_service())
         .with_graceful_shutdown({
             let shutdown = shutdown.clone();
             async move { shutdown.requested().await }

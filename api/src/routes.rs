@@ -24,16 +24,17 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// Longest report range, in days.
 const MAX_REPORT_DAYS: i64 = 366;
 
-/// What every handler reads.
+/// What every handler reads. axum clones the state for every connection and several
+/// times a request: everything in it is shared, not copied.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub tables: Tables,
-    pub verifier: accounts::tokens::Verifier,
+    pub verifier: std::sync::Arc<accounts::tokens::Verifier>,
     pub metrics: ApiMetrics,
     pub keepalive: Duration,
     pub shutdown: Shutdown,
     /// Origins whose pages may call the API (CORS).
-    pub cors_origins: Vec<String>,
+    pub cors_origins: std::sync::Arc<[String]>,
 }
 
 /// An answer that is an error.

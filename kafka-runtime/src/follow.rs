@@ -57,10 +57,10 @@ pub async fn follow(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        // A table restored at start is read in bulk: large fetches, a deep queue.
+        // A table restored at start is read in bulk: large fetches. The queue stays at
+        // librdkafka's 64 MiB: memory freed after the restore is not given back.
         .set("fetch.max.bytes", "67108864")
         .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.max.messages.kbytes", "262144")
         .create_with_context(QuietEof)
         .map_err(|e| Error::kafka(format!("cannot create the consumer of {topic}"), e))?;
     let partitions = assign_whole_topic(&consumer, topic, Offset::Beginning)?;
