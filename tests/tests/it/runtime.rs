@@ -48,11 +48,21 @@ async fn produce(env: &TestEnv, records: usize, keys: usize, seed: u64) -> HashM
     for _ in 0..records {
         let key = format!("k{}", rng.random_range(0..keys));
         *expected.entry(key.clone()).or_insert(0) += 1;
-        deliveries.push(
-            producer
-                .send_result(FutureRecord::to(&topic).key(&key).payload("inc"))
-                .unwrap(),
-        );
+        let mut record = FutureRecord::to(&topic).key(&key).payload("inc");
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push(delivery),
+                // A slow broker (a loaded machine) fills the local queue: wait for room.
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => panic!("cannot produce the input: {e}"),
+            }
+        }
     }
     for delivery in deliveries {
         delivery.await.unwrap().unwrap();
