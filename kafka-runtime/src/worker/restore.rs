@@ -307,12 +307,26 @@ pub(crate) fn restore(
                         stop.store(true, Ordering::Relaxed);
                     }
                     Err(e) => tracing::warn!(error = %e, "restore read failed; retrying"),
-                    // Every assigned partition has its own queue.
-                    Ok(message) => tracing::warn!(
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        "restore record outside its partition queue"
-                    ),
+                    // A record fetched between the assignment and the split of its
+                    // partition's queue (a slow thread on a loaded machine) comes here,
+                    // and its partition's reader would never see it: the restore fails
+                    // and is done again, never finished without it.
+                    Ok(message) => {
+                        tracing::warn!(
+                            topic = message.topic(),
+                            partition = message.partition(),
+                            "a changelog record came outside its partition queue; the restore starts again"
+                        );
+                        failure.get_or_insert(Error::kafka(
+                            format!(
+                                "a record of {} [{}] came outside its partition queue",
+                                message.topic(),
+                                message.partition()
+                            ),
+                            KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::Fail),
+                        ));
+                        stop.store(true, Ordering::Relaxed);
+                    }
                 }
             }
             finished.wait(Duration::from_millis(100));

@@ -31,6 +31,24 @@ async fn setup(env: &TestEnv) {
         })
         .collect();
     ensure(&env.kafka, &wanted, 1).await.unwrap();
+    // A worker started at once checks its inputs: on a loaded broker a topic created
+    // moments ago may not be in the metadata yet.
+    for topic in &wanted {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while kafka_runtime::topic_admin::partition_count(&env.kafka, &topic.name)
+            .await
+            .ok()
+            .flatten()
+            != Some(TEST_PARTITIONS)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not in the metadata after 30 s",
+                topic.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Sends `records` increments over `keys` keys; returns how many each key got.
