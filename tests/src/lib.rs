@@ -7,6 +7,7 @@
 //! needs a Docker engine.
 
 pub mod api;
+pub mod bench;
 pub mod counting;
 pub mod fuzz;
 pub mod joining;

@@ -39,6 +39,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 use rust_decimal::Decimal;
 use sales_tests::api::{EventStream, Next, bearer, secret_file};
+use sales_tests::bench::{clock_ticks, percentile, tail};
 use sales_tests::{free_local_addr, http_get, metric_value};
 use schemas::keys;
 use schemas::records::{AttributedOrder, Attribution, CustomerOrderSummary, HandledBy, SaleTiming, WinsCounter};
@@ -502,15 +503,6 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-/// Nearest rank; NaN for no values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// Records held by `topic`: the sum of its partitions' high watermarks less their low
 /// ones. A topic created moments ago may not have its leaders yet: retried for 30 s.
 fn records_in(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<i64> {
@@ -806,13 +798,6 @@ impl Drop for Api {
     }
 }
 
-/// The last lines of a log, for an error message.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 /// utime + stime of a process, in clock ticks.
 fn process_ticks(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -845,17 +830,6 @@ fn load_average() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
-}
-
-/// Clock ticks per second of `/proc`'s CPU times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// The lookups' figures.

@@ -32,6 +32,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sales_tests::bench::{clock_ticks, percentile, tail};
 use sales_tests::{free_local_addr, http_get};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -463,15 +464,6 @@ fn missing(accepted: &[&Posted], notifications: &Reader, attributed: &Reader) ->
     (without_notification, not_attributed)
 }
 
-/// Nearest rank; NaN for no values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// A stage process this benchmark started.
 #[derive(Debug)]
 struct StageProcess {
@@ -592,13 +584,6 @@ impl Drop for Stages {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The last lines of a log, for an error message.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// Reads a topic from its beginning (`read_committed`, as a downstream consumer sees it)
@@ -770,17 +755,6 @@ fn machine_cpu() -> Option<MachineCpu> {
         total,
         cores,
     })
-}
-
-/// Clock ticks per second of `/proc`'s CPU times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 #[derive(Debug)]
