@@ -24,20 +24,51 @@ use crate::pipeline::await_reports;
 
 const STREAM_STAGES: [&str; 3] = ["enricher", "attributor", "reporter"];
 
+/// A stage run as a process of its own, so that it can be killed with SIGKILL.
 pub(crate) struct StageProcess {
-    name: &'static str,
+    pub(crate) name: &'static str,
     args: Vec<String>,
-    admin: std::net::SocketAddr,
+    pub(crate) admin: std::net::SocketAddr,
     child: Child,
+    /// Where its log goes (appended to by every incarnation), if anywhere.
+    log: Option<std::path::PathBuf>,
 }
 
 impl StageProcess {
     pub(crate) fn spawn(name: &'static str, args: Vec<String>, admin: std::net::SocketAddr) -> Self {
+        Self::spawn_logged(name, args, admin, None)
+    }
+
+    /// Starts the stage, its warnings and the runtime's own lines (`kafka_runtime=info`)
+    /// appended to `log` when given.
+    pub(crate) fn spawn_logged(
+        name: &'static str,
+        args: Vec<String>,
+        admin: std::net::SocketAddr,
+        log: Option<std::path::PathBuf>,
+    ) -> Self {
+        let stderr = match &log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_stage"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                if log.is_some() {
+                    "warn,kafka_runtime=info"
+                } else {
+                    "warn"
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         StageProcess {
@@ -45,13 +76,19 @@ impl StageProcess {
             args,
             admin,
             child,
+            log,
         }
     }
 
     pub(crate) fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = StageProcess::spawn(self.name, self.args.clone(), self.admin);
+        *self = StageProcess::spawn_logged(self.name, self.args.clone(), self.admin, self.log.take());
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub(crate) fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
