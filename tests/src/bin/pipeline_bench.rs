@@ -163,6 +163,8 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
                     "100000000",
                     "--org-burst",
                     "100000000",
+                    "--max-connections-per-ip",
+                    "100000",
                 ]
                 .map(String::from),
             );
@@ -389,6 +391,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     let own = (last.own_cpu - first.own_cpu) / ticks;
+    let brokers = (last.brokers_cpu - first.brokers_cpu) / ticks;
     println!(
         "this process (load generator and readers): CPU {:.1} % of a core",
         own / window * 100.0
@@ -396,11 +399,12 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     if let (Some(a), Some(b)) = (first.machine, last.machine) {
         let busy = (b.busy - a.busy) / (b.total - a.total).max(1.0) * a.cores;
         println!(
-            "machine: {busy:.2} of {:.0} cores busy (stages {:.2}, this process {:.2}, the broker and everything else {:.2})",
+            "machine: {busy:.2} of {:.0} cores busy (stages {:.2}, this process {:.2}, Kafka brokers on this machine {:.2}, everything else {:.2})",
             a.cores,
             stages_cpu / window,
             own / window,
-            (busy - stages_cpu / window - own / window).max(0.0),
+            brokers / window,
+            (busy - stages_cpu / window - own / window - brokers / window).max(0.0),
         );
     }
     println!(
@@ -655,6 +659,8 @@ struct Sample {
     aborts: Vec<f64>,
     dead_letters: Vec<f64>,
     own_cpu: f64,
+    /// CPU of the Kafka brokers running on this machine, in clock ticks.
+    brokers_cpu: f64,
     machine: Option<MachineCpu>,
 }
 
@@ -672,6 +678,7 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         cpu.push(process_ticks(&probe.pid.to_string()).with_context(|| format!("no CPU time of {}", probe.name))?);
     }
     let own_cpu = process_ticks("self").unwrap_or(0.0);
+    let brokers_cpu = local_brokers().iter().filter_map(|pid| process_ticks(pid)).sum();
     let machine = machine_cpu();
     let mut records = Vec::with_capacity(probes.len());
     let (mut aborts, mut dead_letters) = (Vec::new(), Vec::new());
@@ -700,6 +707,7 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         aborts,
         dead_letters,
         own_cpu,
+        brokers_cpu,
         machine,
     })
 }
@@ -723,6 +731,23 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             wanted.then(|| value.trim().parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+/// The pids of the Kafka brokers running on this machine (none when the broker is
+/// elsewhere).
+fn local_brokers() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
+        })
+        .collect()
 }
 
 /// utime + stime of a process, in clock ticks.
