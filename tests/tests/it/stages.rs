@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kafka_runtime::shutdown::Shutdown;
-use sales_tests::{TestEnv, eventually, free_local_addr, http_get};
+use sales_tests::{TestEnv, await_ready, free_local_addr, http_get};
 
 /// Starts a stage, waits until `/readyz` says ready, reads `/healthz` and `/metrics`,
 /// runs the stage's own `checks`, then requests shutdown and expects `run` to return
@@ -19,17 +19,15 @@ where
 {
     let task = tokio::spawn(run);
 
-    let body = eventually(
+    // A start on a busy machine (a transactional producer, a group join, a restore) may
+    // take a while; the last answer says what it waited on.
+    await_ready(
+        admin,
         &format!("{stage} /readyz to answer 200"),
-        Duration::from_secs(30),
-        || async {
-            match http_get(admin, "/readyz").await {
-                Ok((200, body)) => Some(body),
-                _ => None,
-            }
-        },
+        Duration::from_secs(60),
     )
     .await;
+    let (_, body) = http_get(admin, "/readyz").await.unwrap();
     assert!(body.contains(r#""broker":true"#), "{stage}: {body}");
     if stage == "ingest" || stage == "reporter" {
         assert!(body.contains(r#""settings":true"#), "{stage}: {body}");
