@@ -87,13 +87,6 @@ pub struct ProcessingArgs {
     #[arg(long, env = "MAX_TASK_IDLE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub max_task_idle: std::time::Duration,
 
-    /// How long the broker may hold a fetch of the worker's inputs to gather up to 64 KiB
-    /// before answering. Without it, a busy pipeline fetches a few records per round
-    /// trip, and the broker spends its CPU on fetch requests; it adds at most this much
-    /// to each hop's latency.
-    #[arg(long, env = "FETCH_MAX_WAIT", default_value = "10ms", value_parser = humantime::parse_duration)]
-    pub fetch_max_wait: std::time::Duration,
-
     /// A source input (widget events, chat events) read to the end of its partition and
     /// quiet this long takes the wall clock, minus the allowed lateness, as its watermark,
     /// so timers and expiry still happen (a day still closes) without new input. Never

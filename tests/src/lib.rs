@@ -592,7 +592,6 @@ impl InProcessWorker {
                 commit_interval,
                 commit_max_records: 10_000,
                 max_task_idle: Duration::from_millis(20),
-                fetch_max_wait: Duration::from_millis(10),
                 idle_advance,
                 allowed_lateness: Duration::from_secs(2),
                 worker_id: Some("w1".into()),

@@ -63,8 +63,6 @@ use crate::shutdown::Shutdown;
 use crate::task::Application;
 use crate::topic_admin::{WantedTopic, ensure, partition_count};
 
-/// What a fetch of the worker's inputs gathers before the broker answers it early.
-const FETCH_MIN_BYTES: u32 = 64 * 1024;
 /// How long a worker that stopped heartbeating stays in the group.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failures in a row (no commit between) after which the worker gives up and exits;
@@ -295,15 +293,7 @@ fn run_blocking(
     let ends: Arc<Ends> = Arc::default();
     let inputs = app.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let consumer = join_group(
-        &config.kafka,
-        &group,
-        &worker_id,
-        &inputs,
-        &core,
-        &ends,
-        config.processing.fetch_max_wait,
-    )?;
+    let consumer = join_group(&config.kafka, &group, &worker_id, &inputs, &core, &ends)?;
     tracing::info!(app = app.id(), group = %group, worker = %worker_id, inputs = ?inputs, "worker started");
     ready.fail("waiting for the consumer group to assign partitions");
 
@@ -432,7 +422,6 @@ fn join_group(
     inputs: &[&str],
     core: &Arc<Mutex<Core>>,
     ends: &Arc<Ends>,
-    fetch_max_wait: Duration,
 ) -> Result<BaseConsumer<Rebalancer>> {
     let consumer: BaseConsumer<Rebalancer> = kafka
         .client_config(&namesake::client_id(group, worker_id))
@@ -451,10 +440,6 @@ fn join_group(
         .set("heartbeat.interval.ms", "1000")
         // How fresh the knowledge of each partition's end is (see `Rebalancer::ends`).
         .set("statistics.interval.ms", "200")
-        // A fetch answered once it has 64 KiB or has waited `fetch_max_wait`, rather than
-        // for every few records (see `ProcessingArgs::fetch_max_wait`).
-        .set("fetch.min.bytes", FETCH_MIN_BYTES.to_string())
-        .set("fetch.wait.max.ms", fetch_max_wait.as_millis().max(1).to_string())
         .create_with_context(Rebalancer {
             core: Arc::clone(core),
             ends: Arc::clone(ends),
