@@ -6,7 +6,6 @@ mod backlog;
 mod browser;
 mod chaos;
 mod cli;
-mod cluster;
 mod compose;
 mod console;
 mod enricher;
