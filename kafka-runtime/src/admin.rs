@@ -3,8 +3,9 @@
 //! `/healthz` answers as long as the process serves HTTP. `/readyz` is the conjunction
 //! of named checks that the parts of a stage register and keep current (broker
 //! reachable, state restored, settings loaded); it answers 503 with the failing checks
-//! named, so an operator sees why. `/metrics` is the Prometheus text of the stage's
-//! registry.
+//! named, and under `reasons` what each failing check last said (say, the broker error
+//! a worker is waiting out), so an operator sees why. `/metrics` is the Prometheus text
+//! of the stage's registry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +26,14 @@ use crate::shutdown::Shutdown;
 /// Named readiness checks; the stage is ready when every check passes.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    checks: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+    checks: Arc<Mutex<BTreeMap<&'static str, Check>>>,
+}
+
+/// A check's state: whether it passes, and why not when it said so.
+#[derive(Debug, Clone, Default)]
+struct Check {
+    ok: bool,
+    reason: Option<String>,
 }
 
 /// One readiness check, failing until it is set.
@@ -38,7 +46,7 @@ pub struct ReadyCheck {
 impl Readiness {
     /// Registers a check named `name`, failing until set.
     pub fn check(&self, name: &'static str) -> ReadyCheck {
-        self.lock().insert(name, false);
+        self.lock().insert(name, Check::default());
         ReadyCheck {
             name,
             readiness: self.clone(),
@@ -47,22 +55,43 @@ impl Readiness {
 
     /// Every check and whether it passes.
     pub fn snapshot(&self) -> BTreeMap<&'static str, bool> {
-        self.lock().clone()
+        self.lock().iter().map(|(name, check)| (*name, check.ok)).collect()
+    }
+
+    /// Why each failing check that said so fails.
+    pub fn reasons(&self) -> BTreeMap<&'static str, String> {
+        self.lock()
+            .iter()
+            .filter(|(_, check)| !check.ok)
+            .filter_map(|(name, check)| Some((*name, check.reason.clone()?)))
+            .collect()
     }
 
     pub fn is_ready(&self) -> bool {
-        self.lock().values().all(|ok| *ok)
+        self.lock().values().all(|check| check.ok)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Check>> {
         // A panic elsewhere while holding the lock leaves a plain map behind; still usable.
         self.checks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl ReadyCheck {
+    /// Passes or fails, without a reason.
     pub fn set(&self, ok: bool) {
-        self.readiness.lock().insert(self.name, ok);
+        self.readiness.lock().insert(self.name, Check { ok, reason: None });
+    }
+
+    /// Fails, saying why (shown by `/readyz` until the check is set again).
+    pub fn fail(&self, reason: impl Into<String>) {
+        self.readiness.lock().insert(
+            self.name,
+            Check {
+                ok: false,
+                reason: Some(reason.into()),
+            },
+        );
     }
 }
 
@@ -114,13 +143,17 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let checks = state.readiness.snapshot();
+    let reasons = state.readiness.reasons();
     let ready = checks.values().all(|ok| *ok);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({ "ready": ready, "checks": checks })))
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "checks": checks, "reasons": reasons })),
+    )
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -173,6 +206,24 @@ mod tests {
         let (status, body) = get_path(app, "/readyz").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains(r#""ready":true"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readyz_says_why_a_check_fails_until_it_passes() {
+        let readiness = Readiness::default();
+        let state = readiness.check("state");
+        let app = router(Arc::new(Registry::default()), readiness.clone());
+        state.fail("waiting for the brokers: NOT_ENOUGH_REPLICAS");
+        let (status, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains(r#""reasons":{"state":"waiting for the brokers: NOT_ENOUGH_REPLICAS"}"#),
+            "{body}"
+        );
+        state.set(true);
+        let (status, body) = get_path(app, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""reasons":{}"#), "{body}");
     }
 
     #[tokio::test]

@@ -67,7 +67,10 @@ impl BrokerProbe {
             Err(e) => Err(format!("probe task failed: {e}")),
         };
         self.up.set(i64::from(result.is_ok()));
-        self.check.set(result.is_ok());
+        match &result {
+            Ok(()) => self.check.set(true),
+            Err(e) => self.check.fail(format!("no broker answers: {e}")),
+        }
         result
     }
 

@@ -107,7 +107,9 @@ pub struct ProcessingArgs {
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
 
-    /// Replicas of the changelog topics the stage creates (3 on a production cluster).
+    /// Replicas of the changelog topics the stage creates (3 on a cluster; created with
+    /// min.insync.replicas 2 then). A changelog found with fewer replicas stops the start,
+    /// as a wrong partition count does.
     #[arg(long, env = "CHANGELOG_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub changelog_replication: i32,
 }

@@ -41,8 +41,9 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// A client of the worker cannot continue (librdkafka's fatal errors); the process
-    /// should exit and be restarted.
+    /// A client of the worker cannot continue (librdkafka's fatal errors): the worker
+    /// replaces its transactional producer (counted toward its give-up limit); a
+    /// consumer's ends the worker, for the process to exit and be restarted.
     #[error("{context}: the client cannot continue")]
     Fatal {
         context: String,
@@ -59,23 +60,21 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed later (a broker timing out, a transport error)
-    /// rather than failing again for the same reason.
+    /// Whether the same call may succeed later rather than failing again for the same
+    /// reason: the brokers cannot serve it for now (a broker down or timing out, a
+    /// partition or coordinator without a leader yet, fewer in-sync replicas than
+    /// `min.insync.replicas`, a consumer group member dropped while its coordinator was
+    /// away and not joined again yet), which a cluster mends by itself.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Kafka { source, .. } => source.rdkafka_error_code().is_some_and(|code| {
-                use rdkafka::types::RDKafkaErrorCode::*;
-                matches!(
-                    code,
-                    OperationTimedOut
-                        | RequestTimedOut
-                        | BrokerTransportFailure
-                        | AllBrokersDown
-                        | BrokerNotAvailable
-                        | NotCoordinator
-                        | LeaderNotAvailable
-                )
-            }),
+            Error::Kafka { source, .. } => {
+                match source {
+                    rdkafka::error::KafkaError::Transaction(e) if e.is_retriable() => true,
+                    // An admin request's own error carries no code of rdkafka's mapping.
+                    rdkafka::error::KafkaError::AdminOp(code) => is_unavailable(*code),
+                    other => other.rdkafka_error_code().is_some_and(is_unavailable),
+                }
+            }
             Error::Config(_)
             | Error::Bind { .. }
             | Error::Telemetry(_)
@@ -86,4 +85,64 @@ impl Error {
     }
 }
 
+/// Error codes of brokers that cannot serve a request for now, or of a group member that
+/// has to join again (which the consumer does by itself).
+fn is_unavailable(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        code,
+        OperationTimedOut
+            | RequestTimedOut
+            | MessageTimedOut
+            | BrokerTransportFailure
+            | AllBrokersDown
+            | BrokerNotAvailable
+            | NetworkException
+            | Resolve
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | PreferredLeaderNotAvailable
+            | FencedLeaderEpoch
+            | UnknownLeaderEpoch
+            | NotController
+            | NotCoordinator
+            | CoordinatorNotAvailable
+            | CoordinatorLoadInProgress
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | KafkaStorageError
+            | ConcurrentTransactions
+            | UnknownMemberId
+            | IllegalGeneration
+            | RebalanceInProgress
+    )
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn brokers_that_cannot_serve_for_now_are_retriable_and_bad_settings_are_not() {
+        let retriable = |e: KafkaError| Error::kafka("x", e).is_retriable();
+        assert!(retriable(KafkaError::MessageProduction(
+            RDKafkaErrorCode::NotEnoughReplicas
+        )));
+        assert!(retriable(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)));
+        assert!(retriable(KafkaError::GroupListFetch(
+            RDKafkaErrorCode::CoordinatorLoadInProgress
+        )));
+        assert!(!retriable(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
+        assert!(!retriable(KafkaError::AdminOp(
+            RDKafkaErrorCode::InvalidReplicationFactor
+        )));
+        assert!(!Error::Config("bad".into()).is_retriable());
+    }
+}

@@ -92,6 +92,7 @@ impl Stage {
         processing.validate()?;
         let metrics = RuntimeMetrics::register(&mut self.registry);
         let ready = self.readiness.check("state");
+        ready.fail("starting");
         let shutdown = self.shutdown.clone();
         let running = self.start(admin_addr).await?;
         let result = tokio::select! {

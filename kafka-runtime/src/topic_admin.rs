@@ -2,8 +2,14 @@
 //!
 //! Creation is idempotent: a topic that exists with the right partition count and
 //! cleanup policy is left alone. One that exists with the wrong partition count or
-//! cleanup policy is reported as a problem, never accepted: a wrong partition count
-//! breaks co-partitioning and a wrong cleanup policy loses state or keeps it forever.
+//! cleanup policy, or with fewer replicas than asked, is reported as a problem, never
+//! accepted: a wrong partition count breaks co-partitioning, a wrong cleanup policy
+//! loses state or keeps it forever, and too few replicas lose acknowledged records
+//! with a broker.
+//!
+//! Every topic created also gets `min.insync.replicas` (see [`min_insync_replicas`]):
+//! how many replicas hold a record before a producer with `acks=all` (ingest, every
+//! stage) is told it is written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +65,9 @@ impl TopicsReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedTopic {
     pub partitions: i32,
+    /// The fewest replicas any of its partitions has.
+    pub replication: i32,
+    pub min_insync_replicas: Option<String>,
     pub cleanup_policy: Option<String>,
     pub retention_ms: Option<String>,
 }
@@ -71,9 +80,17 @@ pub struct WantedTopic {
     pub cleanup: Cleanup,
 }
 
-/// Compares an existing topic with its contract. Pure, so the rules are tested without
-/// a broker.
-pub fn verify(wanted: &WantedTopic, observed: &ObservedTopic) -> TopicOutcome {
+/// The `min.insync.replicas` of a topic with `replication` replicas: one less than the
+/// replicas, so that a write survives losing any one broker while one broker may be
+/// down without stopping writes, but at most a majority of them (3 of 5), and at least
+/// 1. So 1 for one or two replicas, 2 for three, 3 for four or five.
+pub fn min_insync_replicas(replication: i32) -> i32 {
+    (replication - 1).min(replication / 2 + 1).max(1)
+}
+
+/// Compares an existing topic with its contract, `replication` replicas included (more
+/// are fine, fewer are not). Pure, so the rules are tested without a broker.
+pub fn verify(wanted: &WantedTopic, observed: &ObservedTopic, replication: i32) -> TopicOutcome {
     let partitions = wanted.partitions;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -82,6 +99,21 @@ pub fn verify(wanted: &WantedTopic, observed: &ObservedTopic) -> TopicOutcome {
             "has {} partitions, expected {partitions}; co-partitioned topics must share one count (recreate it, or run with --partitions {})",
             observed.partitions, observed.partitions
         ));
+    }
+    if observed.replication < replication {
+        problems.push(format!(
+            "has {} replicas, expected {replication}; a broker lost would lose acknowledged records (add replicas with a partition reassignment, recreate it, or run with --replication {})",
+            observed.replication, observed.replication
+        ));
+    }
+    if replication > 1 {
+        let expected = min_insync_replicas(replication);
+        let actual = observed.min_insync_replicas.as_deref().unwrap_or("unknown");
+        if actual != expected.to_string() {
+            notes.push(format!(
+                "min.insync.replicas={actual}, the default for {replication} replicas is {expected}"
+            ));
+        }
     }
     let expected_policy = wanted.cleanup.policy();
     match observed.cleanup_policy.as_deref() {
@@ -126,7 +158,7 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
 pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32) -> Result<TopicsReport> {
     if replication < 1 {
         return Err(Error::Config(format!(
-            "--replication-factor must be at least 1, got {replication}"
+            "--replication must be at least 1, got {replication}"
         )));
     }
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
@@ -153,17 +185,20 @@ pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32)
         .iter()
         .map(|w| w.cleanup.retention_ms().map(|ms| ms.to_string()))
         .collect();
+    // Set on every topic, one replica included: a cluster's brokers may default to 2,
+    // which would leave a topic of one replica unwritable.
+    let min_isr = min_insync_replicas(replication).to_string();
     let to_create: Vec<NewTopic<'_>> = wanted
         .iter()
         .zip(&retention)
         .filter(|(w, _)| !existing.contains_key(&w.name))
         .map(|(w, retention)| {
-            let topic = NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication))
+            let mut topic = NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication))
                 .set("cleanup.policy", w.cleanup.policy());
-            match retention {
-                Some(ms) => topic.set("retention.ms", ms),
-                None => topic,
+            if let Some(ms) = retention {
+                topic = topic.set("retention.ms", ms);
             }
+            topic.set("min.insync.replicas", &min_isr)
         })
         .collect();
 
@@ -202,7 +237,7 @@ pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32)
                 TopicOutcome::Created
             } else {
                 match observed.get(&w.name) {
-                    Some(seen) => verify(w, seen),
+                    Some(seen) => verify(w, seen, replication),
                     None => TopicOutcome::Mismatch {
                         problems: vec!["was not found after creation".into()],
                     },
@@ -222,7 +257,7 @@ pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> Result<Option<i3
             .create()
             .map_err(|e| Error::kafka("cannot create the admin client", e))?,
     );
-    Ok(topic_partitions(&admin).await?.get(topic).copied())
+    Ok(topic_partitions(&admin).await?.get(topic).map(|shape| shape.partitions))
 }
 
 /// Assigns every partition of `topic` to `consumer` from `start`, without joining a
@@ -258,8 +293,16 @@ where
     Ok(partitions)
 }
 
-/// Partition count of every topic in the cluster.
-async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Result<HashMap<String, i32>> {
+/// How a topic is laid out over the brokers.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    partitions: i32,
+    /// The fewest replicas of any partition.
+    replication: i32,
+}
+
+/// Partition count and replication of every topic in the cluster.
+async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Result<HashMap<String, Shape>> {
     let client = Arc::clone(admin);
     // librdkafka's metadata call blocks its thread; keep it off the async workers.
     let metadata = tokio::task::spawn_blocking(move || client.inner().fetch_metadata(None, METADATA_TIMEOUT))
@@ -271,9 +314,13 @@ async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Res
         .iter()
         .filter(|t| t.error().is_none())
         .map(|t| {
+            let replication = t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0);
             (
                 t.name().to_string(),
-                i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                Shape {
+                    partitions: i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                    replication: i32::try_from(replication).unwrap_or(i32::MAX),
+                },
             )
         })
         .collect())
@@ -292,7 +339,10 @@ async fn observe(
     // metadata yet; wait briefly rather than report it as having none.
     let mut partitions = topic_partitions(admin).await?;
     for _ in 0..25 {
-        if names.iter().all(|n| partitions.get(*n).is_some_and(|count| *count > 0)) {
+        if names
+            .iter()
+            .all(|n| partitions.get(*n).is_some_and(|shape| shape.partitions > 0))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -312,10 +362,13 @@ async fn observe(
             )
         })?;
         let config = |key: &str| resource.get(key).and_then(|entry| entry.value.clone());
+        let shape = partitions.get(*name);
         observed.insert(
             name.to_string(),
             ObservedTopic {
-                partitions: partitions.get(*name).copied().unwrap_or(0),
+                partitions: shape.map_or(0, |s| s.partitions),
+                replication: shape.map_or(0, |s| s.replication),
+                min_insync_replicas: config("min.insync.replicas"),
                 cleanup_policy: config("cleanup.policy"),
                 retention_ms: config("retention.ms"),
             },
@@ -339,6 +392,8 @@ mod tests {
     fn seen(partitions: i32, policy: &str, retention: &str) -> ObservedTopic {
         ObservedTopic {
             partitions,
+            replication: 1,
+            min_insync_replicas: Some("1".into()),
             cleanup_policy: Some(policy.into()),
             retention_ms: Some(retention.into()),
         }
@@ -348,7 +403,7 @@ mod tests {
     fn a_topic_as_designed_is_accepted_without_notes() {
         let spec = wanted(Topic::EventsRaw);
         assert_eq!(
-            verify(&spec, &seen(6, "delete", "604800000")),
+            verify(&spec, &seen(6, "delete", "604800000"), 1),
             TopicOutcome::Exists { notes: vec![] }
         );
     }
@@ -356,7 +411,7 @@ mod tests {
     #[test]
     fn a_wrong_partition_count_is_a_problem() {
         let spec = wanted(Topic::EventsRaw);
-        let TopicOutcome::Mismatch { problems } = verify(&spec, &seen(3, "delete", "604800000")) else {
+        let TopicOutcome::Mismatch { problems } = verify(&spec, &seen(3, "delete", "604800000"), 1) else {
             panic!("accepted a topic with 3 partitions");
         };
         assert!(problems[0].contains("has 3 partitions, expected 6"), "{problems:?}");
@@ -365,7 +420,7 @@ mod tests {
     #[test]
     fn a_table_that_deletes_instead_of_compacting_is_a_problem() {
         let spec = wanted(Topic::Wins);
-        let outcome = verify(&spec, &seen(6, "delete", "604800000"));
+        let outcome = verify(&spec, &seen(6, "delete", "604800000"), 1);
         assert!(
             matches!(outcome, TopicOutcome::Mismatch { ref problems } if problems[0].contains("expected compact")),
             "{outcome:?}"
@@ -376,15 +431,47 @@ mod tests {
     fn compact_and_delete_is_not_compact() {
         let spec = wanted(Topic::Organizations);
         assert!(matches!(
-            verify(&spec, &seen(6, "compact,delete", "-1")),
+            verify(&spec, &seen(6, "compact,delete", "-1"), 1),
             TopicOutcome::Mismatch { .. }
         ));
     }
 
     #[test]
+    fn fewer_replicas_than_asked_is_a_problem_like_a_wrong_partition_count() {
+        let spec = wanted(Topic::Orders);
+        let outcome = verify(&spec, &seen(6, "delete", "3024000000"), 3);
+        let TopicOutcome::Mismatch { problems } = outcome else {
+            panic!("accepted a topic with 1 replica where 3 were asked: {outcome:?}");
+        };
+        assert!(problems[0].contains("has 1 replicas, expected 3"), "{problems:?}");
+    }
+
+    #[test]
+    fn more_replicas_than_asked_are_fine_and_a_tuned_min_isr_is_a_note() {
+        let spec = wanted(Topic::Orders);
+        let mut three = seen(6, "delete", "3024000000");
+        three.replication = 3;
+        three.min_insync_replicas = Some("2".into());
+        assert_eq!(verify(&spec, &three, 1), TopicOutcome::Exists { notes: vec![] });
+        assert_eq!(verify(&spec, &three, 3), TopicOutcome::Exists { notes: vec![] });
+        three.min_insync_replicas = Some("1".into());
+        let outcome = verify(&spec, &three, 3);
+        assert!(
+            matches!(&outcome, TopicOutcome::Exists { notes } if notes[0].contains("min.insync.replicas=1, the default for 3 replicas is 2")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn min_isr_is_one_less_than_the_replicas_at_most_a_majority() {
+        let rule: Vec<i32> = (1..=6).map(min_insync_replicas).collect();
+        assert_eq!(rule, [1, 1, 2, 3, 3, 4]);
+    }
+
+    #[test]
     fn a_tuned_retention_is_a_note_not_a_problem() {
         let spec = wanted(Topic::DeadLetter);
-        let outcome = verify(&spec, &seen(6, "delete", "86400000"));
+        let outcome = verify(&spec, &seen(6, "delete", "86400000"), 1);
         assert!(
             matches!(outcome, TopicOutcome::Exists { ref notes } if notes.len() == 1),
             "{outcome:?}"

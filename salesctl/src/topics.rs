@@ -22,15 +22,18 @@ pub struct CreateArgs {
     #[arg(long, env = "SALES_TOPIC_PARTITIONS", default_value_t = DEFAULT_PARTITIONS, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
 
-    /// Replicas of every topic (1 on a single-node broker).
-    #[arg(long, env = "SALES_TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
-    pub replication_factor: i32,
+    /// Replicas of every topic: 1 on a single-node broker, 3 on a cluster. Each topic is
+    /// created with min.insync.replicas one less than its replicas, at most a majority
+    /// of them, at least 1 (2 of 3). An existing topic with fewer replicas is an error.
+    /// `--replication-factor` is the same flag.
+    #[arg(long, alias = "replication-factor", env = "SALES_TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication: i32,
 }
 
 pub async fn run(kafka: &KafkaArgs, command: TopicsCommand) -> anyhow::Result<ExitCode> {
     match command {
         TopicsCommand::Create(args) => {
-            let report = ensure_topics(kafka, args.partitions, args.replication_factor).await?;
+            let report = ensure_topics(kafka, args.partitions, args.replication).await?;
             print!("{}", render(&report));
             Ok(if report.problems().next().is_some() {
                 ExitCode::FAILURE
@@ -72,6 +75,19 @@ pub fn render(report: &TopicsReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_factor_is_the_old_name_of_replication() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            create: CreateArgs,
+        }
+        let new = Cli::try_parse_from(["x", "--replication", "3"]).unwrap();
+        let old = Cli::try_parse_from(["x", "--replication-factor", "3"]).unwrap();
+        assert_eq!((new.create.replication, old.create.replication), (3, 3));
+    }
 
     #[test]
     fn a_second_run_says_nothing_needed_creating() {

@@ -264,6 +264,8 @@ impl Core {
     /// restored from the last commit, as after an abort.
     pub(crate) fn replace_producer(&mut self, mut fresh: Transaction) {
         fresh.aborts_in_a_row = self.tx.aborts_in_a_row;
+        fresh.failures_in_a_row = self.tx.failures_in_a_row + 1;
+        fresh.waits = self.tx.waits.take();
         self.tx = fresh;
         self.forget_uncommitted();
     }

@@ -17,6 +17,11 @@ pub struct RuntimeMetrics {
     /// Time to commit a transaction (outputs flushed, offsets added, commit answered).
     pub commit_seconds: Histogram,
     pub aborts: Counter,
+    /// Failures the brokers caused (a leader lost, too few in-sync replicas...), each
+    /// waited out before the next try.
+    pub broker_waits: Counter,
+    /// 1 while the worker waits for the brokers to serve again.
+    pub waiting_for_brokers: Gauge,
     pub dead_letters: Counter,
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
@@ -37,6 +42,8 @@ impl RuntimeMetrics {
             commits: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             aborts: Counter::default(),
+            broker_waits: Counter::default(),
+            waiting_for_brokers: Gauge::default(),
             dead_letters: Counter::default(),
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
@@ -66,6 +73,16 @@ impl RuntimeMetrics {
             "stream_aborts",
             "Transactions aborted and rewound",
             metrics.aborts.clone(),
+        );
+        registry.register(
+            "stream_broker_waits",
+            "Transactions that failed because the brokers could not serve them (a leader lost, too few in-sync replicas), each waited out before the next try",
+            metrics.broker_waits.clone(),
+        );
+        registry.register(
+            "stream_waiting_for_brokers",
+            "1 while the worker waits for the brokers to serve again, else 0",
+            metrics.waiting_for_brokers.clone(),
         );
         registry.register(
             "stream_dead_letters",

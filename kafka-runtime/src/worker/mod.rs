@@ -15,15 +15,22 @@
 //! sticky assignor does not). On revocation the open transaction is committed before the
 //! partitions are let go; on assignment the tasks are restored before any record of
 //! theirs is processed.
-
+//!
+//! A failure the brokers cause and mend by themselves (a leader lost, too few in-sync
+//! replicas, a coordinator moving) is waited out with growing pauses, the stage not
+//! ready meanwhile ([`backoff`]); only other failures count toward the give-up limit.
+//! A producer the coordinator fenced or forgot is replaced; a worker whose member the
+//! group no longer knows starts over in the same process (a new producer, consumer and
+//! tasks, restored from the last commit), as a restarted process would.
 //!
 //! The worker's parts, each a file of this folder: [`core`] (the task set: records,
 //! watermarks, timers, commits), [`transaction`] (the transactional producer),
 //! [`restore`] (stores read back from changelogs), [`merge`] (synchronized inputs in
 //! event-time order), [`clocks`] (input watermarks kept as state), [`ends`] (where the
-//! consumer stands in each partition), [`namesake`] (no two live workers under one id)
-//! and [`metrics`].
+//! consumer stands in each partition), [`namesake`] (no two live workers under one id),
+//! [`backoff`] (waiting out the brokers) and [`metrics`].
 
+mod backoff;
 mod clocks;
 mod core;
 mod ends;
@@ -39,9 +46,11 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::topics::Cleanup;
 
+use self::backoff::Backoff;
 use self::core::{Core, Shape};
 use self::ends::Ends;
 pub use self::metrics::RuntimeMetrics;
@@ -56,7 +65,8 @@ use crate::topic_admin::{WantedTopic, ensure, partition_count};
 
 /// How long a worker that stopped heartbeating stays in the group.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Aborts in a row (no commit between) after which the worker gives up and exits.
+/// Failures in a row (no commit between) after which the worker gives up and exits;
+/// failures the brokers cause and mend by themselves do not count.
 const MAX_ABORTS_IN_A_ROW: u32 = 10;
 
 /// Settings of one worker.
@@ -225,10 +235,36 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<()> {
     config.processing.validate()?;
-    let shape = prepare(&config.kafka, app, &config.processing).await?;
-    tokio::task::spawn_blocking(move || run_blocking(shape, config, metrics, ready, shutdown))
-        .await
-        .map_err(|e| Error::Task(format!("worker thread: {e}")))?
+    loop {
+        ready.fail("starting: reading the topics");
+        let prepared = backoff::retry_async("reading the topics", &ready, &shutdown, || {
+            prepare(&config.kafka, Arc::clone(&app), &config.processing)
+        })
+        .await?;
+        let Some(shape) = prepared else {
+            return Ok(());
+        };
+        let (config, metrics, ready, shutdown) = (config.clone(), metrics.clone(), ready.clone(), shutdown.clone());
+        let ended = tokio::task::spawn_blocking(move || run_blocking(shape, config, metrics, ready, shutdown))
+            .await
+            .map_err(|e| Error::Task(format!("worker thread: {e}")))??;
+        match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::StartOver => {
+                tracing::warn!("the consumer group does not know this worker's member; the worker starts over");
+            }
+        }
+    }
+}
+
+/// How a worker's loop ended without an error.
+enum Ended {
+    /// Shutdown was asked for.
+    Stopped,
+    /// The consumer group no longer knows this worker's member (replaced behind its back
+    /// while the coordinator moved): the worker starts again from its last commit, with
+    /// a new producer, consumer and tasks, as a restarted process would.
+    StartOver,
 }
 
 fn run_blocking(
@@ -237,73 +273,65 @@ fn run_blocking(
     metrics: RuntimeMetrics,
     ready: ReadyCheck,
     shutdown: Shutdown,
-) -> Result<()> {
+) -> Result<Ended> {
     let worker_id = config.processing.worker_id();
     let app = Arc::clone(&shape.app);
     let group = shape.group_id.clone();
     let member = format!("{group}-{worker_id}");
-    namesake::refuse_a_live_namesake(&config.kafka, &group, &worker_id, SESSION_TIMEOUT)?;
-    // Fences any earlier producer with this transactional id and aborts its open
-    // transaction.
-    let tx = Transaction::init(&config.kafka, &member)?;
+    ready.fail("starting the transactional producer");
+    let started = backoff::retry("starting the transactional producer", &ready, &shutdown, || {
+        namesake::refuse_a_live_namesake(&config.kafka, &group, &worker_id, SESSION_TIMEOUT)?;
+        // Fences any earlier producer with this transactional id and aborts its open
+        // transaction.
+        Transaction::init(&config.kafka, &member)
+    })?;
+    let Some(mut tx) = started else {
+        return Ok(Ended::Stopped);
+    };
+    tx.waits = Some(ready.clone());
     let core = Arc::new(Mutex::new(Core::new(shape, tx, metrics, config.kafka.clone())));
     let ends: Arc<Ends> = Arc::default();
-    let consumer: BaseConsumer<Rebalancer> = config
-        .kafka
-        .client_config(&namesake::client_id(&group, &worker_id))
-        .set("group.id", &group)
-        // Static membership: a restarted worker takes its partitions back at once, and
-        // the broker fences an older incarnation with the same id.
-        .set("group.instance.id", &worker_id)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
-        // Above the restore bound (10 minutes): a long restore must not cost the
-        // worker its group membership.
-        .set("max.poll.interval.ms", "900000")
-        .set("heartbeat.interval.ms", "1000")
-        // How fresh the knowledge of each partition's end is (see `Rebalancer::ends`).
-        .set("statistics.interval.ms", "200")
-        .create_with_context(Rebalancer {
-            core: Arc::clone(&core),
-            ends: Arc::clone(&ends),
-        })
-        .map_err(|e| Error::kafka("cannot create the consumer", e))?;
     let inputs = app.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&inputs)
-        .map_err(|e| Error::kafka("cannot subscribe", e))?;
+    let consumer = join_group(&config.kafka, &group, &worker_id, &inputs, &core, &ends)?;
     tracing::info!(app = app.id(), group = %group, worker = %worker_id, inputs = ?inputs, "worker started");
+    ready.fail("waiting for the consumer group to assign partitions");
 
     let commit_interval = config.processing.commit_interval;
     let max_records = config.processing.commit_max_records;
+    let mut recovery = Recovery {
+        kafka: &config.kafka,
+        worker_id: &worker_id,
+        ready: &ready,
+        shutdown: &shutdown,
+        backoff: Backoff::default(),
+        membership_lost: 0,
+        rejoin: false,
+    };
     let result = loop {
         if shutdown.is_triggered() {
-            break Ok(());
+            break Ok(Ended::Stopped);
+        }
+        if recovery.rejoin {
+            break Ok(Ended::StartOver);
         }
         // Rebalance callbacks run inside poll, so the core is not locked here.
         let message = consumer.poll(Duration::from_millis(20));
         let mut guard = lock(&core);
         let core = &mut *guard;
-        match core.failure.take() {
-            Some(fenced @ Error::Fenced { .. }) => {
-                if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &fenced) {
-                    break Err(fatal);
-                }
-                continue;
+        // A failure inside a rebalance callback is recovered from as one of the loop.
+        if let Some(failure) = core.failure.take() {
+            match recovery.recover(core, failure) {
+                Ok(()) => continue,
+                Err(stop) => break stop.into_result(core),
             }
-            Some(failure) => break Err(failure),
-            None => {}
         }
         let step = (|| -> Result<()> {
             if let Some(partitions) = core.to_restore.take() {
                 // Records of these partitions may already be buffered in the consumer;
                 // rewinding to the committed offsets makes sure none is skipped. Until
                 // both succeed the partitions stay pending (and the stage not ready).
-                ready.set(false);
+                ready.fail(format!("restoring the stores of partitions {partitions:?}"));
                 let restored = rewind(&consumer, &partitions, core.tx.aborts_in_a_row > 0).and_then(|offsets| {
                     core.offsets.extend(offsets);
                     core.restore(&partitions)
@@ -319,6 +347,12 @@ fn run_blocking(
             }
             match message {
                 Some(Ok(message)) => core.accept(&message)?,
+                // The group gave this worker's static id to another member: a live
+                // namesake, or this very worker's member replaced behind its back while
+                // the coordinator moved (recovered from by joining again).
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId))) => {
+                    return Err(Error::kafka("the consumer group fenced this worker's member", e));
+                }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                     return Err(Error::Fatal {
                         context: "consuming".into(),
@@ -339,33 +373,17 @@ fn run_blocking(
             }
             Ok(())
         })();
-        if let Err(e) = step {
-            if Core::is_fatal(&e) {
-                break Err(e);
-            }
-            if matches!(e, Error::Fenced { .. }) {
-                if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &e) {
-                    break Err(fatal);
+        match step {
+            Ok(()) => {
+                // A commit went through: the brokers serve again.
+                if core.tx.aborts_in_a_row == 0 {
+                    recovery.resumed(core);
                 }
-                continue;
             }
-            tracing::warn!(error = %e, "transaction failed; aborting and rewinding to the committed offsets");
-            match core.abort() {
-                Ok(()) => {}
-                // The coordinator already ended the transaction and bumped the epoch (it
-                // outlived transaction.timeout.ms): a new producer carries on.
-                Err(fenced @ Error::Fenced { .. }) => {
-                    if let Err(fatal) = renew_producer(core, &config.kafka, &worker_id, &fenced) {
-                        break Err(fatal);
-                    }
-                    continue;
+            Err(e) => {
+                if let Err(stop) = recovery.recover(core, e) {
+                    break stop.into_result(core);
                 }
-                Err(fatal) => break Err(fatal),
-            }
-            if core.tx.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
-                break Err(Error::Task(format!(
-                    "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {e}"
-                )));
             }
         }
     };
@@ -374,7 +392,7 @@ fn run_blocking(
     // finds nothing left to commit).
     {
         let mut core = lock(&core);
-        if result.is_ok() {
+        if matches!(result, Ok(Ended::Stopped)) && !core.poisoned {
             if let Some(group) = consumer.group_metadata()
                 && let Err(e) = core.commit(&group)
             {
@@ -395,6 +413,217 @@ fn run_blocking(
     result
 }
 
+/// The worker's consumer: a member of `group` under the static id `worker_id`,
+/// subscribed to `inputs`, its rebalances handled by `core`.
+fn join_group(
+    kafka: &KafkaArgs,
+    group: &str,
+    worker_id: &str,
+    inputs: &[&str],
+    core: &Arc<Mutex<Core>>,
+    ends: &Arc<Ends>,
+) -> Result<BaseConsumer<Rebalancer>> {
+    let consumer: BaseConsumer<Rebalancer> = kafka
+        .client_config(&namesake::client_id(group, worker_id))
+        .set("group.id", group)
+        // Static membership: a restarted worker takes its partitions back at once, and
+        // the broker fences an older incarnation with the same id.
+        .set("group.instance.id", worker_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        // Above the restore bound (10 minutes): a long restore must not cost the
+        // worker its group membership.
+        .set("max.poll.interval.ms", "900000")
+        .set("heartbeat.interval.ms", "1000")
+        // How fresh the knowledge of each partition's end is (see `Rebalancer::ends`).
+        .set("statistics.interval.ms", "200")
+        .create_with_context(Rebalancer {
+            core: Arc::clone(core),
+            ends: Arc::clone(ends),
+        })
+        .map_err(|e| Error::kafka("cannot create the consumer", e))?;
+    consumer
+        .subscribe(inputs)
+        .map_err(|e| Error::kafka("cannot subscribe", e))?;
+    Ok(consumer)
+}
+
+/// Failures of a transaction's offsets saying the group coordinator does not know this
+/// worker's member as the consumer sees it: the member was dropped or replaced while
+/// the coordinator was away (a broker outage), or the group moved on.
+fn lost_membership(e: &Error) -> bool {
+    use RDKafkaErrorCode::{FencedInstanceId, IllegalGeneration, UnknownMemberId};
+    membership_code(e).is_some_and(|code| matches!(code, UnknownMemberId | IllegalGeneration | FencedInstanceId))
+}
+
+/// A group rebalancing right now: the transaction is aborted and the worker goes on at
+/// once, its partitions following the rebalance.
+fn rebalancing(e: &Error) -> bool {
+    membership_code(e) == Some(RDKafkaErrorCode::RebalanceInProgress)
+}
+
+fn membership_code(e: &Error) -> Option<RDKafkaErrorCode> {
+    match e {
+        Error::Kafka { source, .. } => source.rdkafka_error_code(),
+        _ => None,
+    }
+}
+
+/// The transactional producer is fenced, or failed for good (librdkafka's fatal errors,
+/// as when the coordinator ended its transaction or lost its sequence numbers while the
+/// producer could not reach it): a new producer of the same transactional id goes on
+/// from the last commit, as a restarted process would. The consumer's fatal errors are
+/// not the producer's.
+fn producer_cannot_go_on(e: &Error) -> bool {
+    match e {
+        Error::Fenced { .. } => true,
+        Error::Fatal { source, .. } => !matches!(source, KafkaError::MessageConsumptionFatal(_)),
+        _ => false,
+    }
+}
+
+/// Membership failures in a row (no commit between) after which the worker starts
+/// over; one is enough when the member was fenced (its consumer cannot go on). A
+/// rebalance alone causes one or two, which the next transactions mend.
+const REJOIN_AFTER: u32 = 5;
+
+/// Why the loop stops.
+enum Stop {
+    /// A failure that waiting or a new producer cannot mend.
+    Failed(Error),
+    /// Shutdown was asked for while a failure was being recovered from.
+    Shutdown,
+}
+
+impl Stop {
+    fn into_result(self, core: &mut Core) -> Result<Ended> {
+        match self {
+            Stop::Failed(e) => Err(e),
+            Stop::Shutdown => {
+                // Whatever the failure left in memory may be half done: nothing of it is
+                // committed on the way out.
+                core.poisoned = true;
+                Ok(Ended::Stopped)
+            }
+        }
+    }
+}
+
+/// What the loop does with a failure: abort and rewind (a new producer if it was
+/// fenced), then wait out a failure of the brokers, or count any other one toward the
+/// give-up limit.
+struct Recovery<'a> {
+    kafka: &'a KafkaArgs,
+    worker_id: &'a str,
+    ready: &'a ReadyCheck,
+    shutdown: &'a Shutdown,
+    backoff: Backoff,
+    /// Failures in a row saying the group does not know this worker's member.
+    membership_lost: u32,
+    /// Set when the worker has to start over (the loop ends for it).
+    rejoin: bool,
+}
+
+impl Recovery<'_> {
+    fn recover(&mut self, core: &mut Core, e: Error) -> Result<(), Stop> {
+        if producer_cannot_go_on(&e) {
+            return self.renew(core, &e);
+        }
+        if Core::is_fatal(&e) {
+            return Err(Stop::Failed(e));
+        }
+        let retriable = e.is_retriable();
+        tracing::warn!(error = %DisplayChain(&e), retriable, "transaction failed; aborting and rewinding to the committed offsets");
+        // The abort itself needs the transaction coordinator, which may be the broker
+        // that is gone: it is retried until it goes through.
+        loop {
+            match core.abort() {
+                Ok(()) => break,
+                Err(gone) if producer_cannot_go_on(&gone) => return self.renew(core, &gone),
+                Err(a) if a.is_retriable() => self.wait(core, "aborting the transaction", &a)?,
+                Err(fatal) => return Err(Stop::Failed(fatal)),
+            }
+        }
+        if lost_membership(&e) {
+            // Usually the consumer joins again by itself and the next transaction
+            // carries the new generation; a member replaced behind its back (static
+            // membership across a coordinator's failover) does not, so the worker starts
+            // over, unless another live process holds this worker id.
+            self.membership_lost += 1;
+            let fenced = membership_code(&e) == Some(RDKafkaErrorCode::FencedInstanceId);
+            if fenced || self.membership_lost >= REJOIN_AFTER {
+                self.membership_lost = 0;
+                let group = core.shape.group_id.clone();
+                match namesake::successor(self.kafka, &group, self.worker_id) {
+                    Ok(Some(place)) => {
+                        return Err(Stop::Failed(Error::Config(format!(
+                            "WORKER_ID {:?} is in use by a live worker on {place} ({}); this worker stops",
+                            self.worker_id,
+                            DisplayChain(&e)
+                        ))));
+                    }
+                    Ok(None) => {}
+                    Err(lookup) if lookup.is_retriable() => return self.wait(core, "looking up the group", &lookup),
+                    Err(lookup) => return Err(Stop::Failed(lookup)),
+                }
+                tracing::warn!(error = %DisplayChain(&e), "the consumer group does not know this worker's member; starting over");
+                self.rejoin = true;
+                return Ok(());
+            }
+            // A rebalance moved the group on (a new generation): the consumer follows by
+            // itself, and the next transaction carries the new generation, so the worker
+            // goes on at once, as after any abort.
+            Ok(())
+        } else if rebalancing(&e) {
+            Ok(())
+        } else if retriable {
+            core.metrics.broker_waits.inc();
+            self.wait(core, "the transaction", &e)
+        } else {
+            core.tx.failures_in_a_row += 1;
+            if core.tx.failures_in_a_row >= MAX_ABORTS_IN_A_ROW {
+                return Err(Stop::Failed(Error::Task(format!(
+                    "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {}",
+                    DisplayChain(&e)
+                ))));
+            }
+            Ok(())
+        }
+    }
+
+    /// A new producer for a fenced one, waiting out brokers that cannot start it yet.
+    fn renew(&mut self, core: &mut Core, cause: &Error) -> Result<(), Stop> {
+        loop {
+            match renew_producer(core, self.kafka, self.worker_id, cause) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retriable() => self.wait(core, "starting a new producer", &e)?,
+                Err(e) => return Err(Stop::Failed(e)),
+            }
+        }
+    }
+
+    fn wait(&mut self, core: &Core, what: &str, e: &Error) -> Result<(), Stop> {
+        core.metrics.waiting_for_brokers.set(1);
+        if self.backoff.wait(what, e, self.ready, self.shutdown) {
+            Ok(())
+        } else {
+            Err(Stop::Shutdown)
+        }
+    }
+
+    /// A commit went through after failures were waited out.
+    fn resumed(&mut self, core: &Core) {
+        self.membership_lost = 0;
+        if let Some(waited) = self.backoff.reset() {
+            core.metrics.waiting_for_brokers.set(0);
+            tracing::info!(?waited, "the brokers serve again; transactions commit");
+        }
+    }
+}
+
 /// Replaces a fenced producer: a new one with the same transactional id (which bumps
 /// the epoch again and aborts whatever is left of the old transaction), and the tasks
 /// restored from the last commit. Fencing happens when the coordinator ends a transaction
@@ -409,8 +638,8 @@ fn renew_producer(core: &mut Core, kafka: &KafkaArgs, worker_id: &str, cause: &E
             DisplayChain(cause)
         )));
     }
-    tracing::warn!(error = %DisplayChain(cause), "the producer was fenced; starting a new one and restoring from the last commit");
-    if core.tx.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+    tracing::warn!(error = %DisplayChain(cause), "the producer was fenced or failed; starting a new one and restoring from the last commit");
+    if core.tx.failures_in_a_row >= MAX_ABORTS_IN_A_ROW {
         return Err(Error::Task(format!(
             "{MAX_ABORTS_IN_A_ROW} transactions in a row failed; last: {}",
             DisplayChain(cause)

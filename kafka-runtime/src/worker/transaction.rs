@@ -2,6 +2,7 @@
 //! outputs, the changelog records and the input offsets of everything processed since the
 //! last commit.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -11,10 +12,17 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::admin::ReadyCheck;
 use crate::error::{Error, Result};
 
 /// How long a Kafka call of the loop may block before it is treated as failed.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long adding the offsets, committing or aborting waits at a time: a call that
+/// times out is called again (it resumes where it was), and meanwhile `/readyz` says
+/// what it waits for.
+const CALL_STEP: Duration = Duration::from_secs(5);
+/// How long a commit may go on resuming before it fails (and the transaction is aborted).
+const COMMIT_BOUND: Duration = Duration::from_secs(120);
 
 pub(crate) struct Transaction {
     producer: ThreadedProducer<DefaultProducerContext>,
@@ -22,8 +30,15 @@ pub(crate) struct Transaction {
     /// Input records processed in the open transaction.
     pub(crate) uncommitted: u32,
     pub(crate) last_commit: Instant,
-    /// Aborts since the last successful commit; too many in a row end the worker.
+    /// Aborts since the last successful commit.
     pub(crate) aborts_in_a_row: u32,
+    /// Failures since the last successful commit that waiting for the brokers does not
+    /// mend; too many in a row end the worker.
+    pub(crate) failures_in_a_row: u32,
+    /// Where a call that has to wait for the brokers says so (the stage's `state` check).
+    pub(crate) waits: Option<ReadyCheck>,
+    /// Whether the open commit said it was waiting.
+    waited: Cell<bool>,
 }
 
 /// Whether a failed transactional call may be fixed by aborting and rewinding, needs a
@@ -80,6 +95,9 @@ impl Transaction {
             uncommitted: 0,
             last_commit: Instant::now(),
             aborts_in_a_row: 0,
+            failures_in_a_row: 0,
+            waits: None,
+            waited: Cell::new(false),
         })
     }
 
@@ -141,25 +159,56 @@ impl Transaction {
         // holding only timer outputs or expiries: sending them is what checks this
         // worker's group generation, so a worker that lost its partitions is fenced.
         if offsets.count() > 0 {
-            self.producer
-                .send_offsets_to_transaction(offsets, group, CALL_TIMEOUT)
-                .map_err(|e| classify(e, "cannot add the input offsets to the transaction"))?;
+            let what = (
+                "adding the input offsets",
+                "cannot add the input offsets to the transaction",
+            );
+            self.patiently(what, CALL_TIMEOUT, |producer, step| {
+                producer.send_offsets_to_transaction(offsets, group, step)
+            })?;
         }
         self.await_delivery()?;
         // A timed-out commit may be retried: the retry resumes the same commit.
-        let mut attempts = 0;
-        loop {
-            match self.producer.commit_transaction(CALL_TIMEOUT) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
-                Err(e) => return Err(classify(e, "cannot commit the transaction")),
-            }
+        let what = ("committing", "cannot commit the transaction");
+        self.patiently(what, COMMIT_BOUND, |producer, step| producer.commit_transaction(step))?;
+        if self.waited.take()
+            && let Some(ready) = &self.waits
+        {
+            ready.set(true);
         }
         self.open = false;
         self.uncommitted = 0;
         self.aborts_in_a_row = 0;
+        self.failures_in_a_row = 0;
         self.last_commit = Instant::now();
         Ok(())
+    }
+
+    /// Runs a transactional `call` that may time out and be called again to resume,
+    /// `CALL_STEP` at a time, for at most `bound`, saying on the readiness check that it
+    /// waits for the brokers while it does. `what`: what it is doing, and its error.
+    fn patiently(
+        &self,
+        (doing, failed): (&str, &str),
+        bound: Duration,
+        mut call: impl FnMut(&ThreadedProducer<DefaultProducerContext>, Duration) -> rdkafka::error::KafkaResult<()>,
+    ) -> Result<()> {
+        let (started, at) = (Instant::now(), chrono::Utc::now());
+        loop {
+            match call(&self.producer, CALL_STEP) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && started.elapsed() < bound => {
+                    if let Some(ready) = &self.waits {
+                        ready.fail(format!(
+                            "waiting for the brokers since {} ({doing}): {e}",
+                            super::backoff::rfc3339(at)
+                        ));
+                        self.waited.set(true);
+                    }
+                }
+                Err(e) => return Err(classify(e, failed)),
+            }
+        }
     }
 
     /// Marks the time of a commit that had nothing to commit.
@@ -187,11 +236,13 @@ impl Transaction {
     }
 
     /// Aborts the open transaction, if any.
+    /// One that times out (the coordinator is away) stays open: calling this again
+    /// resumes it, which the worker does while it waits for the brokers.
     pub(crate) fn abort(&mut self) -> Result<()> {
         self.uncommitted = 0;
         if self.open {
             self.producer
-                .abort_transaction(CALL_TIMEOUT)
+                .abort_transaction(CALL_STEP)
                 .map_err(|e| classify(e, "cannot abort the transaction"))?;
             self.open = false;
         }

@@ -460,7 +460,7 @@ async fn shuffled_interleavings_give_identical_reports() {
 
 /// Reads `sales.orders` (skipping the runtime's watermark marks) until it holds `n`
 /// distinct orders, then `quiet` more, and returns how often each order came.
-async fn orders_read(
+pub(crate) async fn orders_read(
     consumer: &StreamConsumer,
     n: usize,
     timeout: Duration,

@@ -24,20 +24,53 @@ use crate::pipeline::await_reports;
 
 const STREAM_STAGES: [&str; 3] = ["enricher", "attributor", "reporter"];
 
+/// A stage run as a process of its own, so that it can be killed with SIGKILL.
 pub(crate) struct StageProcess {
-    name: &'static str,
+    pub(crate) name: &'static str,
     args: Vec<String>,
-    admin: std::net::SocketAddr,
+    pub(crate) admin: std::net::SocketAddr,
     child: Child,
+    /// Where its log goes (appended to by every incarnation), if anywhere.
+    log: Option<std::path::PathBuf>,
 }
 
 impl StageProcess {
     pub(crate) fn spawn(name: &'static str, args: Vec<String>, admin: std::net::SocketAddr) -> Self {
+        Self::spawn_logged(name, args, admin, None)
+    }
+
+    /// Starts the stage, its warnings and the runtime's own lines (`kafka_runtime=info`)
+    /// appended to `log` when given.
+    pub(crate) fn spawn_logged(
+        name: &'static str,
+        args: Vec<String>,
+        admin: std::net::SocketAddr,
+        log: Option<std::path::PathBuf>,
+    ) -> Self {
+        let stderr = match &log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_stage"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                match &log {
+                    // SALES_TEST_STAGE_LOG: another filter for the logged stages' lines.
+                    Some(_) => {
+                        std::env::var("SALES_TEST_STAGE_LOG").unwrap_or_else(|_| "warn,kafka_runtime=info".into())
+                    }
+                    None => "warn".into(),
+                },
+            )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         StageProcess {
@@ -45,13 +78,19 @@ impl StageProcess {
             args,
             admin,
             child,
+            log,
         }
     }
 
     pub(crate) fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = StageProcess::spawn(self.name, self.args.clone(), self.admin);
+        *self = StageProcess::spawn_logged(self.name, self.args.clone(), self.admin, self.log.take());
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub(crate) fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
@@ -64,6 +103,46 @@ impl Drop for StageProcess {
 
 /// Posts a live cart event until ingest accepts it (retrying refusals while the broker
 /// restarts); returns its event id, or `None` if it never got a 202.
+/// The stages' logs of one test, in a folder of their own; the end of each is printed
+/// when the test fails, so a failure in CI says what the stages were doing.
+pub(crate) struct StageLogs(std::path::PathBuf);
+
+impl StageLogs {
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        StageLogs(dir)
+    }
+
+    pub(crate) fn of(&self, stage: &str) -> std::path::PathBuf {
+        self.0.join(format!("{stage}.log"))
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for StageLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            eprintln!(
+                "---- the end of {} ----\n{}",
+                path.display(),
+                sales_tests::bench::tail(&path)
+            );
+        }
+    }
+}
+
 async fn post_until_accepted(ingest: std::net::SocketAddr, event: &WidgetEvent) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -109,12 +188,13 @@ async fn chaos(past: Past) {
             .unwrap(),
     }
 
+    let logs = StageLogs::new(&env.unique_id("chaos-logs"));
     let public = free_local_addr();
     let mut stages: Vec<StageProcess> = ["ingest", "enricher", "attributor", "reporter"]
         .into_iter()
         .map(|name| {
             let admin = free_local_addr();
-            StageProcess::spawn(name, stage_args(&env, name, admin, public), admin)
+            StageProcess::spawn_logged(name, stage_args(&env, name, admin, public), admin, Some(logs.of(name)))
         })
         .collect();
     for stage in &stages {
@@ -217,8 +297,15 @@ async fn chaos(past: Past) {
 
     // Nothing ingest answered 202 for is missing.
     assert_eq!(accepted.len(), 120, "every live event was accepted in the end");
+    assert_all_in_raw(&env, accepted).await;
+}
+
+/// Every event id of `accepted` (events ingest answered 202 for) is in
+/// `sales.events.raw`, read with read_committed.
+pub(crate) async fn assert_all_in_raw(env: &TestEnv, accepted: impl IntoIterator<Item = String>) {
     let raw = env.consumer(&env.topic(Topic::EventsRaw), "read_committed");
     let mut missing: HashSet<String> = accepted.into_iter().collect();
+    let total = missing.len();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !missing.is_empty() && Instant::now() < deadline {
         if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(5), raw.recv()).await
@@ -229,7 +316,7 @@ async fn chaos(past: Past) {
     }
     assert!(
         missing.is_empty(),
-        "{} accepted events missing from sales.events.raw",
+        "{} of {total} accepted events missing from sales.events.raw",
         missing.len()
     );
 }

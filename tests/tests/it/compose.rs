@@ -175,3 +175,59 @@ fn a_value_the_flag_refuses_is_caught() {
     let command: Vec<String> = ["salesctl", "topics", "create"].map(String::from).to_vec();
     assert!(parse_service("topics", &command, &env).is_err());
 }
+
+#[test]
+fn the_cluster_profile_is_three_voters_with_three_replicas_and_so_are_its_topics() {
+    let services = compose_services();
+    let environment = |name: &str| -> BTreeMap<String, String> {
+        serde_yaml::from_value(services[name]["environment"].clone())
+            .unwrap_or_else(|e| panic!("service {name}: environment must be a map of strings: {e}"))
+    };
+    for node in 1..=3 {
+        let name = format!("kafka-{node}");
+        let service = &services[&name];
+        assert_eq!(strings(&service["profiles"]), ["cluster"], "{name}");
+        assert_eq!(
+            service["image"], services["kafka"]["image"],
+            "{name} runs another Kafka"
+        );
+        let env = environment(&name);
+        assert_eq!(env["KAFKA_NODE_ID"], node.to_string());
+        assert_eq!(
+            env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+            "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+        );
+        assert!(
+            env["KAFKA_ADVERTISED_LISTENERS"].starts_with(&format!("PLAINTEXT://{name}:9092,")),
+            "{name} advertises another address"
+        );
+        for (key, value) in [
+            ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
+            ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
+        ] {
+            assert_eq!(env[key], value, "{name}: {key}");
+        }
+        // The same rule as the topics salesctl creates.
+        assert_eq!(
+            env["KAFKA_MIN_INSYNC_REPLICAS"],
+            kafka_runtime::topic_admin::min_insync_replicas(3).to_string()
+        );
+    }
+    let topics = environment("topics-cluster");
+    assert_eq!(strings(&services["topics-cluster"]["profiles"]), ["cluster"]);
+    assert_eq!(topics["SALES_TOPIC_REPLICATION_FACTOR"], "3");
+    assert_eq!(
+        topics["KAFKA_BOOTSTRAP_SERVERS"],
+        "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    );
+    for node in ["kafka-1", "kafka-2", "kafka-3"] {
+        assert_eq!(
+            services["topics-cluster"]["depends_on"][node]["condition"].as_str(),
+            Some("service_healthy"),
+            "topics-cluster waits for {node}"
+        );
+    }
+}

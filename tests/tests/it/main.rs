@@ -6,6 +6,7 @@ mod backlog;
 mod browser;
 mod chaos;
 mod cli;
+mod cluster;
 mod compose;
 mod console;
 mod enricher;
