@@ -1,5 +1,5 @@
-//! What the benchmark binaries share: percentiles, the kernel's clock ticks, a log's
-//! last lines.
+//! What the benchmark binaries share: percentiles, the kernel's clock ticks and CPU
+//! times, a log's last lines.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,4 +29,32 @@ pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// utime + stime of a process (`self` for this one), in clock ticks.
+pub fn process_ticks(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields follow its last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; the state (field 3) is first here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's busy and total CPU time (clock ticks, all cores) and its core count.
+pub fn machine_ticks() -> Option<(f64, f64, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let all: Vec<f64> = lines
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal; guest time is already in user.
+    let total: f64 = all.iter().take(8).sum();
+    let idle = all.get(3)? + all.get(4).unwrap_or(&0.0);
+    let cores = lines.filter(|l| l.starts_with("cpu")).count();
+    Some((total - idle, total, cores))
 }

@@ -39,7 +39,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 use rust_decimal::Decimal;
 use sales_tests::api::{EventStream, Next, bearer, secret_file};
-use sales_tests::bench::{clock_ticks, percentile, tail};
+use sales_tests::bench::{clock_ticks, machine_ticks, percentile, process_ticks, tail};
 use sales_tests::{free_local_addr, http_get, metric_value};
 use schemas::keys;
 use schemas::records::{AttributedOrder, Attribution, CustomerOrderSummary, HandledBy, SaleTiming, WinsCounter};
@@ -796,32 +796,6 @@ impl Drop for Api {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn process_ticks(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the fields follow its last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// The machine's busy and total CPU clock ticks, and its cores.
-fn machine_ticks() -> Option<(f64, f64, usize)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let mut lines = stat.lines();
-    let all: Vec<f64> = lines
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: f64 = all.iter().take(8).sum();
-    let idle = all.get(3)? + all.get(4).unwrap_or(&0.0);
-    let cores = lines.filter(|l| l.starts_with("cpu")).count();
-    Some((total - idle, total, cores))
 }
 
 /// The machine's load average over the last minute, as `/proc/loadavg` says it.

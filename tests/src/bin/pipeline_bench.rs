@@ -32,7 +32,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use sales_tests::bench::{clock_ticks, percentile, tail};
+use sales_tests::bench::{clock_ticks, machine_ticks, percentile, process_ticks, tail};
 use sales_tests::{free_local_addr, http_get};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -750,35 +750,13 @@ fn local_brokers() -> Vec<String> {
         .collect()
 }
 
-/// utime + stime of a process, in clock ticks.
-fn process_ticks(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the fields follow its last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line; the state (field 3) is first here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// The machine's busy and total CPU time (clock ticks, all cores) and its core count.
 fn machine_cpu() -> Option<MachineCpu> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let mut lines = stat.lines();
-    let all: Vec<f64> = lines
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal; guest time is already in user.
-    let total: f64 = all.iter().take(8).sum();
-    let idle = all.get(3)? + all.get(4).unwrap_or(&0.0);
-    let cores = lines.filter(|l| l.starts_with("cpu")).count() as f64;
+    let (busy, total, cores) = machine_ticks()?;
     Some(MachineCpu {
-        busy: total - idle,
+        busy,
         total,
-        cores,
+        cores: cores as f64,
     })
 }
 
