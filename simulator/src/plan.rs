@@ -92,6 +92,18 @@ impl Plan {
 }
 
 impl Plan {
+    /// Today's widget events other than orders (cart changes), for live traffic that can
+    /// be sent again and again with new event ids without placing an order twice.
+    pub fn today_cart_events(&self) -> Vec<WidgetEvent> {
+        self.today
+            .iter()
+            .filter_map(|w| match w {
+                Write::Widget(e) if e.name != EventName::StoreOrderWasCreated => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// For every order whose customer saw a chat end in the past days, the time from that
     /// end (the last one written, if several) to the order, in microseconds.
     pub fn orders_after_chat_end(&self) -> Vec<i64> {

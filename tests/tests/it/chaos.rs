@@ -15,10 +15,9 @@ use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use sales_tests::reference::expected_reports;
 use sales_tests::{PrivateBroker, TestEnv, await_ready, free_local_addr, read_exactly, stage_args};
-use schemas::records::{EventName, WidgetEvent};
+use schemas::records::WidgetEvent;
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
-use simulator::Write;
 
 use crate::pipeline::await_reports;
 
@@ -232,14 +231,7 @@ async fn chaos(past: Past) {
     };
 
     // Live traffic through ingest all along, and the past days written in chunks.
-    let live: Vec<WidgetEvent> = plan
-        .today
-        .iter()
-        .filter_map(|w| match w {
-            Write::Widget(e) if e.name != EventName::StoreOrderWasCreated => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
+    let live = plan.today_cart_events();
     let ingest = public;
     let poster = tokio::spawn(async move {
         let mut accepted = Vec::new();

@@ -30,10 +30,9 @@ use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sales_tests::reference::expected_reports;
 use sales_tests::{PrivateCluster, TestEnv, await_ready, free_local_addr, http, http_get, stage_args};
-use schemas::records::{EventName, WidgetEvent};
+use schemas::records::WidgetEvent;
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
-use simulator::Write;
 
 use crate::backlog::orders_read;
 use crate::chaos::{StageLogs, StageProcess, assert_all_in_raw};
@@ -361,14 +360,7 @@ async fn a_killed_leader_a_rolling_restart_and_one_node_of_three_lose_and_duplic
     };
 
     // Live traffic through ingest all along, from three clients.
-    let live: Vec<WidgetEvent> = plan
-        .today
-        .iter()
-        .filter_map(|w| match w {
-            Write::Widget(e) if e.name != EventName::StoreOrderWasCreated => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
+    let live = plan.today_cart_events();
     let traffic = Arc::new(Mutex::new(Traffic::default()));
     let stop_posting = Arc::new(AtomicBool::new(false));
     let posters: Vec<_> = (0..3)
