@@ -13,12 +13,14 @@
 //! - [`task`]: what a stage plugs into the runtime (application, tasks, context).
 //! - [`watermark`]: how far event time has provably advanced, carried across repartitions.
 //! - [`worker`]: the exactly-once consume-transform-produce loop.
+//! - [`driver`]: one task run without a broker, for unit tests of a stage's rules.
 //! - [`stage`]: puts the above together for a stage binary.
 //! - [`error`]: this crate's error type.
 
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod follow;
 pub mod shutdown;

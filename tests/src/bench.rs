@@ -42,6 +42,25 @@ pub fn process_ticks(pid: &str) -> Option<f64> {
     Some(utime + stime)
 }
 
+/// utime + stime of the threads of process `pid` whose name starts with `prefix`, in
+/// clock ticks (a JVM's `C2 CompilerThread0`, say; the kernel keeps 15 characters).
+pub fn thread_ticks(pid: &str, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0;
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            process_ticks(&format!("{pid}/task/{}", task.file_name().to_str()?))
+        })
+        .sum()
+}
+
 /// The machine's busy and total CPU time (clock ticks, all cores) and its core count.
 pub fn machine_ticks() -> Option<(f64, f64, usize)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

@@ -1,20 +1,20 @@
 //! A task's input watermarks kept in its `watermarks` store, so that a restore brings
 //! back exactly the watermarks of the committed transaction.
 
+use std::collections::BTreeSet;
+
 use crate::task::{Clocks, Stores};
 use crate::watermark::InputClock;
 
-use super::core::Shape;
-
-/// The clocks of a task's inputs, as restored from its `watermarks` store.
-pub(crate) fn load(shape: &Shape, stores: &Stores) -> Clocks {
+/// The clocks of a task's `inputs` (those in `written` written by stage tasks), as
+/// restored from its `watermarks` store.
+pub(crate) fn load(inputs: &[String], written: &BTreeSet<String>, stores: &Stores) -> Clocks {
     let mut clocks = Clocks {
-        inputs: shape
-            .app
-            .inputs()
-            .into_iter()
+        inputs: inputs
+            .iter()
+            .cloned()
             .map(|input| {
-                let clock = if shape.written.contains(&input) {
+                let clock = if written.contains(&input) {
                     InputClock::written()
                 } else {
                     InputClock::source()

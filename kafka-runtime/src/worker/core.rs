@@ -13,20 +13,17 @@ use schemas::records::DeadLetter;
 use schemas::values::Timestamp;
 
 use super::ends::Ends;
-use super::merge::{Merge, Polled};
+use super::merge::Polled;
 use super::metrics::RuntimeMetrics;
 use super::restore::{CHECKPOINT_HEADER, CHECKPOINT_KEY, encode_checkpoint};
+use super::task_state::TaskState;
 use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::EXPIRES_AT_HEADER;
-use crate::store::key_time;
-use crate::task::{Application, Clocks, Output, Record, Reject, Stores, TaskContext};
+use crate::task::{Application, Output, Record};
 use crate::watermark::{BEGINNING, Mark, is_mark};
 
-/// Outputs larger than this are refused by the broker's default `message.max.bytes`;
-/// the input that produced one is dead-lettered instead of failing every retry.
-const MAX_RECORD_BYTES: usize = 900 * 1024;
 /// How much of a poison record's key and value its dead letter keeps.
 const DEAD_LETTER_BYTES: usize = 256 * 1024;
 
@@ -51,19 +48,6 @@ pub(crate) struct Shape {
     pub(crate) allowed_lateness: Duration,
 }
 
-pub(crate) struct TaskState {
-    task: Box<dyn crate::task::Task>,
-    stores: Stores,
-    clocks: Clocks,
-    /// The clocks changed since they were last written to the `watermarks` store.
-    clocks_dirty: bool,
-    /// When each source input last had a record (or the task was created).
-    quiet_since: HashMap<String, Instant>,
-    /// The watermark last sent to each watermarked output.
-    sent: HashMap<String, Timestamp>,
-    merge: Merge,
-}
-
 /// The part of the worker the rebalance callbacks need as well as the loop.
 pub(crate) struct Core {
     pub(crate) shape: Shape,
@@ -82,14 +66,6 @@ pub(crate) struct Core {
     touched: BTreeSet<i32>,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) kafka: KafkaArgs,
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Core {
@@ -214,23 +190,7 @@ impl Core {
         let app = self.shape.app.id().to_string();
         for (partition, task) in &mut self.tasks {
             for (output, partitions, from) in &self.shape.marked_outputs {
-                let fed = from
-                    .iter()
-                    .map(|input| task.clocks.input(input))
-                    .min()
-                    .unwrap_or(BEGINNING);
-                let mut discard = Vec::new();
-                let held = {
-                    let mut ctx = TaskContext {
-                        partition: *partition,
-                        clocks: &task.clocks,
-                        stores: &mut task.stores,
-                        outputs: &mut discard,
-                    };
-                    std::panic::catch_unwind(AssertUnwindSafe(|| task.task.held_since(&mut ctx, output)))
-                        .unwrap_or(Some(BEGINNING))
-                };
-                let at = held.map_or(fed, |h| h.min(fed));
+                let at = task.output_watermark(output, from);
                 if at == BEGINNING || task.sent.get(output).is_some_and(|sent| *sent >= at) {
                     continue;
                 }
@@ -298,28 +258,9 @@ impl Core {
             &self.offsets,
         )?;
         for (partition, stores) in stores {
-            let clocks = super::clocks::load(&self.shape, &stores);
-            let now = Instant::now();
-            let quiet_since = self
-                .shape
-                .app
-                .inputs()
-                .into_iter()
-                .filter(|input| !self.shape.written.contains(input))
-                .map(|input| (input, now))
-                .collect();
-            self.tasks.insert(
-                partition,
-                TaskState {
-                    task: self.shape.app.create_task(partition),
-                    stores,
-                    clocks,
-                    clocks_dirty: false,
-                    quiet_since,
-                    sent: HashMap::new(),
-                    merge: Merge::default(),
-                },
-            );
+            let clocks = super::clocks::load(&self.shape.app.inputs(), &self.shape.written, &stores);
+            let task = TaskState::new(self.shape.app.as_ref(), partition, stores, clocks, &self.shape.written);
+            self.tasks.insert(partition, task);
         }
         self.metrics.restored_records.inc_by(restored);
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
@@ -421,18 +362,12 @@ impl Core {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             return Ok(());
         };
-        match record.value.and_then(Mark::decode) {
-            Some(mark) => {
-                if let Some(clock) = task.clocks.clock_mut(record.topic) {
-                    clock.apply(&mark);
-                    task.clocks_dirty = true;
-                }
-            }
-            None => tracing::warn!(
+        if !task.apply_mark(record.topic, record.value) {
+            tracing::warn!(
                 topic = record.topic,
                 offset = record.offset,
                 "a garbled watermark mark ignored"
-            ),
+            );
         }
         self.advanced(record.partition)?;
         self.record_offset(record);
@@ -457,56 +392,14 @@ impl Core {
             );
             return Ok(());
         };
-        if let Some(at) = event_time
-            && let Some(clock) = task.clocks.clock_mut(record.topic)
-        {
-            if clock.observe(at) {
-                self.metrics.late_records.inc();
-            }
-            task.clocks_dirty = true;
+        let processed = task.process(record, event_time);
+        if processed.late {
+            self.metrics.late_records.inc();
         }
-        if let Some(quiet) = task.quiet_since.get_mut(record.topic) {
-            *quiet = Instant::now();
-        }
-        let mut outputs = Vec::new();
-        // A rejected record must leave no trace in the stores: remember what it changes.
-        for (_, store) in task.stores.all_mut() {
-            store.savepoint();
-        }
-        let outcome = {
-            let mut ctx = TaskContext {
-                partition: record.partition,
-                clocks: &task.clocks,
-                stores: &mut task.stores,
-                outputs: &mut outputs,
-            };
-            // A panicking task must not crash-loop the stage on one record: the record is
-            // dead-lettered like any rejected one.
-            std::panic::catch_unwind(AssertUnwindSafe(|| task.task.process(&mut ctx, record)))
-                .unwrap_or_else(|panic| Err(Reject(format!("the stage panicked: {}", panic_message(&panic)))))
-        };
-        // An output the broker would refuse fails every retry: refuse the input instead.
-        let largest = outputs
-            .iter()
-            .map(|o| o.value.as_ref().map_or(0, Vec::len) + o.key.as_ref().map_or(0, Vec::len))
-            .max();
-        let outcome = match (outcome, largest) {
-            (Ok(()), Some(bytes)) if bytes > MAX_RECORD_BYTES => Err(Reject(format!(
-                "an output of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte record limit"
-            ))),
-            (outcome, _) => outcome,
-        };
-        for (_, store) in task.stores.all_mut() {
-            if outcome.is_err() {
-                store.rollback();
-            } else {
-                store.release();
-            }
-        }
-        if let Err(Reject(reason)) = outcome {
-            // What a rejected record emitted before failing is not sent, only its dead
-            // letter; its store changes were rolled back above.
-            outputs.clear();
+        let mut outputs = processed.outputs;
+        if let Some(reason) = processed.rejected {
+            // A rejected record sends only its dead letter; its store changes were rolled
+            // back.
             outputs.push(self.dead_letter(record, reason));
         }
         self.send_outputs(outputs)?;
@@ -545,40 +438,7 @@ impl Core {
         let Some(task) = self.tasks.get_mut(&partition) else {
             return Ok(());
         };
-        let mut outputs = Vec::new();
-        {
-            let mut ctx = TaskContext {
-                partition,
-                clocks: &task.clocks,
-                stores: &mut task.stores,
-                outputs: &mut outputs,
-            };
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| task.task.on_watermark(&mut ctx))) {
-                tracing::error!(panic = %panic_message(&panic), "the watermark handler panicked");
-            }
-        }
-        let watermark = task.clocks.watermark();
-        loop {
-            let due = task.stores.timers.prefix(&[]).next().and_then(|(key, _)| {
-                key_time(key)
-                    .filter(|(at, _)| *at <= watermark)
-                    .map(|(at, tag)| (key.to_vec(), at, tag.to_vec()))
-            });
-            let Some((key, at, tag)) = due else { break };
-            task.stores.timers.delete(&key);
-            let mut ctx = TaskContext {
-                partition,
-                clocks: &task.clocks,
-                stores: &mut task.stores,
-                outputs: &mut outputs,
-            };
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| task.task.on_timer(&mut ctx, at, &tag))) {
-                tracing::error!(panic = %panic_message(&panic), "a timer panicked; it is dropped");
-            }
-        }
-        for (_, store) in task.stores.all_mut() {
-            store.expire(watermark);
-        }
+        let outputs = task.advanced();
         self.send_outputs(outputs)
     }
 

@@ -31,13 +31,14 @@
 //! [`backoff`] (waiting out the brokers) and [`metrics`].
 
 mod backoff;
-mod clocks;
+pub(crate) mod clocks;
 mod core;
 mod ends;
 mod merge;
 mod metrics;
 mod namesake;
 mod restore;
+pub(crate) mod task_state;
 mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

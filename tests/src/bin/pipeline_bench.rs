@@ -32,7 +32,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use sales_tests::bench::{clock_ticks, machine_ticks, percentile, process_ticks, tail};
+use sales_tests::bench::{clock_ticks, machine_ticks, percentile, process_ticks, tail, thread_ticks};
 use sales_tests::{free_local_addr, http_get};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -81,6 +81,11 @@ struct Cli {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 }
+
+/// Cores a broker's JIT compiler may take during the window before the run is called cold:
+/// a JVM compiles its hot code in its first minutes under load, taking up to half a core
+/// here, which the stages then miss.
+const JIT_WARM: f64 = 0.1;
 
 const STAGES: [&str; 4] = ["ingest", "enricher", "attributor", "reporter"];
 
@@ -392,6 +397,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     }
     let own = (last.own_cpu - first.own_cpu) / ticks;
     let brokers = (last.brokers_cpu - first.brokers_cpu) / ticks;
+    let compiling = (last.brokers_jit - first.brokers_jit) / ticks;
     println!(
         "this process (load generator and readers): CPU {:.1} % of a core",
         own / window * 100.0
@@ -399,12 +405,21 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     if let (Some(a), Some(b)) = (first.machine, last.machine) {
         let busy = (b.busy - a.busy) / (b.total - a.total).max(1.0) * a.cores;
         println!(
-            "machine: {busy:.2} of {:.0} cores busy (stages {:.2}, this process {:.2}, Kafka brokers on this machine {:.2}, everything else {:.2})",
+            "machine: {busy:.2} of {:.0} cores busy (stages {:.2}, this process {:.2}, Kafka brokers on this machine {:.2} \
+             of which compiling their code {:.2}, everything else {:.2})",
             a.cores,
             stages_cpu / window,
             own / window,
             brokers / window,
+            compiling / window,
             (busy - stages_cpu / window - own / window - brokers / window).max(0.0),
+        );
+    }
+    if compiling / window > JIT_WARM {
+        println!(
+            "note: the brokers' JVM spent {:.2} of a core compiling its code during the window: it started recently and is \
+             not warm yet, so the latencies above are higher than a warm broker gives; run the benchmark again",
+            compiling / window
         );
     }
     println!(
@@ -661,6 +676,8 @@ struct Sample {
     own_cpu: f64,
     /// CPU of the Kafka brokers running on this machine, in clock ticks.
     brokers_cpu: f64,
+    /// Of it, their JVMs' just-in-time compiler threads.
+    brokers_jit: f64,
     machine: Option<MachineCpu>,
 }
 
@@ -678,7 +695,12 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         cpu.push(process_ticks(&probe.pid.to_string()).with_context(|| format!("no CPU time of {}", probe.name))?);
     }
     let own_cpu = process_ticks("self").unwrap_or(0.0);
-    let brokers_cpu = local_brokers().iter().filter_map(|pid| process_ticks(pid)).sum();
+    let brokers = local_brokers();
+    let brokers_cpu = brokers.iter().filter_map(|pid| process_ticks(pid)).sum();
+    let brokers_jit = brokers
+        .iter()
+        .map(|pid| thread_ticks(pid, "C1 CompilerThre") + thread_ticks(pid, "C2 CompilerThre"))
+        .sum();
     let machine = machine_cpu();
     let mut records = Vec::with_capacity(probes.len());
     let (mut aborts, mut dead_letters) = (Vec::new(), Vec::new());
@@ -708,6 +730,7 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         dead_letters,
         own_cpu,
         brokers_cpu,
+        brokers_jit,
         machine,
     })
 }

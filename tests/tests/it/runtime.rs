@@ -493,7 +493,7 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
     setup(&env).await;
     let app = env.unique_id("counter");
     let watch = OutputWatch::start(&env);
-    let expected = produce(&env, 20_000, 100, 5).await;
+    let mut expected = produce(&env, 20_000, 100, 5).await;
 
     let zombie = WorkerProcess::spawn(&env, &app, "w1");
     assert!(
@@ -508,10 +508,15 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
     zombie.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen_at = watch.read();
+    // More input once the zombie is frozen: the successor has work to take over even
+    // when the zombie had got through the first records before it froze.
+    for (key, count) in produce(&env, 5_000, 100, 6).await {
+        *expected.entry(key).or_insert(0) += count;
+    }
     let successor = WorkerProcess::spawn(&env, &app, "w1");
     assert!(
         watch.wait_for(frozen_at + 500, Duration::from_secs(90)).await,
-        "the successor took over: {} of 20000, {frozen_at} when the zombie froze",
+        "the successor took over: {} of 25000, {frozen_at} when the zombie froze",
         watch.read()
     );
     zombie.signal("-CONT");
@@ -536,8 +541,8 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
     assert!(!status.success(), "a fenced worker exits non-zero: {status}");
 
     assert!(
-        watch.wait_for(20_000, Duration::from_secs(90)).await,
-        "{} of 20000",
+        watch.wait_for(25_000, Duration::from_secs(90)).await,
+        "{} of 25000",
         watch.read()
     );
     assert!(successor.terminate().success());
