@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_runtime::store::time_key;
-use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, ChatEvent, CustomerChats, CustomerOrderSummary, EnrichedOrder, PendingOrder};
 use schemas::topics::{Topic, TopicNames};
@@ -114,14 +114,25 @@ impl Application for Attributor {
         })
     }
 
-    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
-        let value = record.value?;
-        if record.topic == self.shared.chats {
-            schemas::decode::<ChatEvent>(value).ok().map(|e| e.at)
+    /// Each record decoded once, with the payload's own time: `at` of a chat event,
+    /// `placed_at` of an order.
+    fn decode(&self, record: &Record<'_>) -> Result<Decoded, Reject> {
+        Ok(if record.topic == self.shared.chats {
+            let event: ChatEvent = record.decode()?;
+            let at = event.at;
+            Decoded::new(Input::Chat(event), Some(at))
         } else {
-            schemas::decode::<EnrichedOrder>(value).ok().map(|o| o.placed_at)
-        }
+            let order: EnrichedOrder = record.decode()?;
+            let at = order.placed_at;
+            Decoded::new(Input::Order(Box::new(order)), Some(at))
+        })
     }
+}
+
+/// An input record as [`Attributor::decode`] made it.
+enum Input {
+    Chat(ChatEvent),
+    Order(Box<EnrichedOrder>),
 }
 
 struct AttributorTask {
@@ -139,15 +150,11 @@ fn pending_key(order: &EnrichedOrder) -> Vec<u8> {
 }
 
 impl Task for AttributorTask {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
-        let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
-        if record.topic == self.shared.chats {
-            let event = schemas::decode::<ChatEvent>(value).map_err(|e| Reject(format!("not a ChatEvent: {e}")))?;
-            self.on_chat_event(ctx, record, &event)
-        } else {
-            let order =
-                schemas::decode::<EnrichedOrder>(value).map_err(|e| Reject(format!("not an EnrichedOrder: {e}")))?;
-            self.on_order(ctx, record, order)
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, decoded: Decoded) -> Result<(), Reject> {
+        match decoded.take::<Input>() {
+            Some(Input::Chat(event)) => self.on_chat_event(ctx, record, &event),
+            Some(Input::Order(order)) => self.on_order(ctx, record, *order),
+            None => Err(Reject("the record was not decoded".into())),
         }
     }
 

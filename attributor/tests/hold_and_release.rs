@@ -176,3 +176,13 @@ fn the_decisions_watermark_stays_behind_a_held_order_and_a_restart_keeps_the_hol
     assert_eq!(decided[0].attribution, None);
     assert_eq!(s.driver.output_watermark(&attributed), Timestamp(T.0 + MINUTE));
 }
+
+#[test]
+fn a_record_that_does_not_decode_is_rejected_and_leaves_nothing_behind() {
+    let mut s = setup();
+    let orders = s.orders.clone();
+    let rejected = s.driver.pipe(&orders, b"org_8d2f:c-5e1b2a", b"not avro").unwrap_err();
+    assert!(rejected.0.contains("not a valid EnrichedOrder record"), "{rejected:?}");
+    assert!(s.driver.take_outputs().is_empty());
+    assert_eq!(s.driver.store(PENDING).len(), 0);
+}

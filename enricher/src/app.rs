@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_runtime::store::time_key;
-use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{
     AgentNotification, CartState, ChatEvent, CustomerChats, EnrichedOrder, EventName, NotificationKind, SeenEvent,
@@ -133,20 +133,32 @@ impl Application for Enricher {
         })
     }
 
-    /// The payload's own time: `received_at` of a widget event, `at` of a chat event,
-    /// `placed_at` of an order. A record that does not decode has none (it is
-    /// dead-lettered when processed).
-    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
-        let value = record.value?;
+    /// Each record decoded once, with the payload's own time: `received_at` of a widget
+    /// event, `at` of a chat event, `placed_at` of an order.
+    fn decode(&self, record: &Record<'_>) -> Result<Decoded, Reject> {
         let s = &self.shared;
-        if record.topic == s.raw {
-            schemas::decode::<WidgetEvent>(value).ok().map(|e| e.received_at)
-        } else if record.topic == s.chats {
-            schemas::decode::<ChatEvent>(value).ok().map(|e| e.at)
+        Ok(if record.topic == s.chats {
+            let event: ChatEvent = record.decode()?;
+            let at = event.at;
+            Decoded::new(Input::Chat(event), Some(at))
+        } else if record.topic == s.raw {
+            let event: WidgetEvent = record.decode()?;
+            let at = event.received_at;
+            Decoded::new(Input::Widget(Box::new(event)), Some(at))
         } else {
-            schemas::decode::<EnrichedOrder>(value).ok().map(|o| o.placed_at)
-        }
+            let order: EnrichedOrder = record.decode()?;
+            let at = order.placed_at;
+            Decoded::new(Input::Order(Box::new(order)), Some(at))
+        })
     }
+}
+
+/// An input record as [`Enricher::decode`] made it.
+enum Input {
+    Chat(ChatEvent),
+    Widget(Box<WidgetEvent>),
+    /// An occurrence of an order from `sales.orders.by-id`.
+    Order(Box<EnrichedOrder>),
 }
 
 struct EnricherTask {
@@ -154,18 +166,15 @@ struct EnricherTask {
 }
 
 impl Task for EnricherTask {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
-        let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
-        if record.topic == self.shared.chats {
-            let event = schemas::decode::<ChatEvent>(value).map_err(|e| Reject(format!("not a ChatEvent: {e}")))?;
-            self.on_chat_event(ctx, record, &event)
-        } else if record.topic == self.shared.raw {
-            let event = schemas::decode::<WidgetEvent>(value).map_err(|e| Reject(format!("not a WidgetEvent: {e}")))?;
-            self.on_widget_event(ctx, record, event)
-        } else {
-            let order =
-                schemas::decode::<EnrichedOrder>(value).map_err(|e| Reject(format!("not an EnrichedOrder: {e}")))?;
-            self.on_order(ctx, record, value, &order)
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, decoded: Decoded) -> Result<(), Reject> {
+        match decoded.take::<Input>() {
+            Some(Input::Chat(event)) => self.on_chat_event(ctx, record, &event),
+            Some(Input::Widget(event)) => self.on_widget_event(ctx, record, *event),
+            Some(Input::Order(order)) => {
+                let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
+                self.on_order(ctx, record, value, &order)
+            }
+            None => Err(Reject("the record was not decoded".into())),
         }
     }
 

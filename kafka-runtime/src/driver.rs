@@ -13,7 +13,6 @@
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use schemas::values::Timestamp;
@@ -99,8 +98,8 @@ impl TaskDriver {
             self.after();
             return Ok(());
         }
-        let event_time = std::panic::catch_unwind(AssertUnwindSafe(|| self.app.event_time(&record))).unwrap_or(None);
-        let processed = self.state.process(&record, event_time);
+        let (decoded, event_time) = crate::worker::task_state::decode(self.app.as_ref(), &record);
+        let processed = self.state.process(&record, decoded, event_time);
         self.outputs.extend(processed.outputs);
         self.after();
         match processed.rejected {

@@ -5,6 +5,7 @@
 //! A task sees the partition `p` of every input topic (they are co-partitioned), owns the
 //! stores of that partition, and never deals with transactions, offsets or rebalances.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,6 +28,14 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// The record's value decoded as an `R`: a record without a value, or whose value is
+    /// not an `R`, is rejected.
+    pub fn decode<R: schemas::Record>(&self) -> Result<R, Reject> {
+        let value = self.value.ok_or_else(|| Reject("a record without a value".into()))?;
+        let name = R::NAME.rsplit('.').next().unwrap_or(R::NAME);
+        schemas::decode::<R>(value).map_err(|e| Reject(format!("not a valid {name} record: {e}")))
+    }
+
     /// Checks that the record's key is `expected`, the key its value implies: a record
     /// keyed otherwise sits in a partition where the state it needs is not.
     pub fn expect_key(&self, expected: &str) -> Result<(), Reject> {
@@ -38,6 +47,56 @@ impl Record<'_> {
             ))),
             None => Err(Reject(format!("no key; expected {expected:?}"))),
         }
+    }
+}
+
+/// A record's value as its application decoded it, once, before its task sees it
+/// ([`Application::decode`]): the runtime reads the event time from it (to order the
+/// synchronized inputs and move the watermark) and the task takes the value, so no record
+/// is decoded twice.
+pub struct Decoded {
+    value: Option<Box<dyn Any + Send>>,
+    event_time: Option<Timestamp>,
+}
+
+impl Decoded {
+    /// Nothing decoded: the task reads the record's bytes itself, and the event time is
+    /// [`Application::event_time`]'s.
+    pub fn none() -> Self {
+        Decoded {
+            value: None,
+            event_time: None,
+        }
+    }
+
+    /// A decoded value and the event time read from it.
+    pub fn new<T: Any + Send>(value: T, event_time: Option<Timestamp>) -> Self {
+        Decoded {
+            value: Some(Box::new(value)),
+            event_time,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.value.is_none()
+    }
+
+    pub fn event_time(&self) -> Option<Timestamp> {
+        self.event_time
+    }
+
+    /// The decoded value, when there is one and it is a `T`.
+    pub fn take<T: Any>(self) -> Option<T> {
+        self.value?.downcast::<T>().ok().map(|value| *value)
+    }
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoded")
+            .field("value", &self.value.as_ref().map(|_| ".."))
+            .field("event_time", &self.event_time)
+            .finish()
     }
 }
 
@@ -142,15 +201,24 @@ pub trait Application: Send + Sync + 'static {
     /// The logic of one input partition.
     fn create_task(&self, partition: i32) -> Box<dyn Task>;
 
-    /// A record's event time. By default the Kafka record timestamp; stages whose event
-    /// time is in the payload read it there.
+    /// Decodes a record once, as it is taken from the consumer: its value for the task
+    /// and its event time (see [`Decoded`]). An error means the record cannot be
+    /// processed: it is dead-lettered with that reason, and its task never sees it. By
+    /// default nothing is decoded.
+    fn decode(&self, _record: &Record<'_>) -> Result<Decoded, Reject> {
+        Ok(Decoded::none())
+    }
+
+    /// The event time of a record [`Application::decode`] left undecoded. By default
+    /// the Kafka record timestamp.
     fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
         record.timestamp_ms.map(|ms| Timestamp(ms.saturating_mul(1000)))
     }
 }
 
 pub trait Task: Send {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject>;
+    /// Handles one record, with what [`Application::decode`] made of it.
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, decoded: Decoded) -> Result<(), Reject>;
 
     /// A timer set with [`TaskContext::schedule`] is due: the task's watermark has
     /// reached `at`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::settings::Organizations;
-use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
@@ -109,10 +109,11 @@ impl Application for Reporter {
         })
     }
 
-    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
-        schemas::decode::<AttributedOrder>(record.value?)
-            .ok()
-            .map(|o| o.placed_at)
+    /// Each order decoded once, with its time: `placed_at`.
+    fn decode(&self, record: &Record<'_>) -> Result<Decoded, Reject> {
+        let order: AttributedOrder = record.decode()?;
+        let at = order.placed_at;
+        Ok(Decoded::new(order, Some(at)))
     }
 }
 
@@ -121,10 +122,10 @@ struct ReporterTask {
 }
 
 impl Task for ReporterTask {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
-        let value = record.value.ok_or_else(|| Reject("a record without a value".into()))?;
-        let order: AttributedOrder =
-            schemas::decode(value).map_err(|e| Reject(format!("not an AttributedOrder: {e}")))?;
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, decoded: Decoded) -> Result<(), Reject> {
+        let order: AttributedOrder = decoded
+            .take()
+            .ok_or_else(|| Reject("the record was not decoded".into()))?;
         record.expect_key(&order.organization_id)?;
         if order.attribution.is_none() {
             self.shared.metrics.unattributed.inc();

@@ -113,6 +113,9 @@ pub struct SchemaVersion {
     pub current: bool,
     /// Reads a value as this version wrote it.
     reader: GenericDatumReader<'static>,
+    /// For the current version: reads a value straight into its Rust record, without
+    /// apache-avro's value tree (several times faster; the stages decode every record).
+    direct: Option<serde_avro_fast::Schema>,
     /// For an older version, the current version's schema the value is resolved into.
     resolve_into: Option<&'static Schema>,
     /// The current version's named types, for walking decoded values.
@@ -192,6 +195,14 @@ impl Registry {
                     .map_err(|e| format!("{full} v{version}: {e}"))?;
                 current.insert(full.clone(), (fingerprint, writer));
             }
+            let direct = if is_current {
+                Some(
+                    json.parse::<serde_avro_fast::Schema>()
+                        .map_err(|e| format!("{full} v{version} for direct reading: {e}"))?,
+                )
+            } else {
+                None
+            };
             let entry = SchemaVersion {
                 name: full.clone(),
                 version: *version,
@@ -200,6 +211,7 @@ impl Registry {
                 json,
                 current: is_current,
                 reader,
+                direct,
                 resolve_into: (!is_current).then_some(reader_schema),
                 reader_names,
             };
@@ -329,11 +341,53 @@ pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
             found: version.name.clone(),
         });
     }
+    match &version.direct {
+        Some(schema) => read_direct(version, schema, body),
+        None => decode_through_value(version, body),
+    }
+}
+
+/// Reads a value of the current schema straight into `R`.
+fn read_direct<R: Record>(
+    version: &SchemaVersion,
+    schema: &serde_avro_fast::Schema,
+    body: &[u8],
+) -> Result<R, CodecError> {
+    use std::io::BufRead;
+    let malformed = |reason: String| CodecError::Body {
+        record: version.name.clone(),
+        reason,
+    };
+    let mut state = serde_avro_fast::de::DeserializerState::from_slice(body, schema);
+    let record = R::deserialize(state.deserializer()).map_err(|e| malformed(e.to_string()))?;
+    let rest = state.into_reader().fill_buf().map_or(0, |rest| rest.len());
+    if rest > 0 {
+        return Err(CodecError::TrailingBytes(rest, version.name.clone()));
+    }
+    Ok(record)
+}
+
+/// Reads a value through apache-avro's value tree, resolving an older version into the
+/// current one.
+fn decode_through_value<R: Record>(version: &SchemaVersion, body: &[u8]) -> Result<R, CodecError> {
     let value = read_value(version, body)?;
     apache_avro::from_value::<R>(&value).map_err(|e| CodecError::Body {
         record: version.name.clone(),
         reason: e.to_string(),
     })
+}
+
+/// [`decode`] through apache-avro's value tree whatever the writer's version: the
+/// reference the direct reading is checked against.
+pub fn decode_via_value<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
+    let (version, body) = writer_schema(bytes)?;
+    if version.name != R::NAME {
+        return Err(CodecError::WrongRecord {
+            expected: R::NAME,
+            found: version.name.clone(),
+        });
+    }
+    decode_through_value(version, body)
 }
 
 /// A value decoded without knowing its type in advance, as JSON.
@@ -562,7 +616,8 @@ mod tests {
                     #[allow(non_snake_case)]
                     fn $ty(record in any::<$ty>()) {
                         let bytes = encode(&record).unwrap();
-                        prop_assert_eq!(decode::<$ty>(&bytes).unwrap(), record);
+                        prop_assert_eq!(decode::<$ty>(&bytes).unwrap(), record.clone());
+                        prop_assert_eq!(decode_via_value::<$ty>(&bytes).unwrap(), record);
                         prop_assert!(decode_json(&bytes).is_ok());
                     }
                 )*

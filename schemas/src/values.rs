@@ -143,6 +143,15 @@ impl<'de, const SCALE: u32> Deserialize<'de> for ScaledDecimal<SCALE> {
             fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
                 ScaledDecimal::from_avro_bytes(bytes).map_err(E::custom)
             }
+            // The direct reader hands a schema decimal over as its text at the schema's
+            // scale (the value exactly, never a float).
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                let value = Decimal::from_str_exact(text).map_err(E::custom)?;
+                if value.scale() != SCALE {
+                    return Err(E::custom(format!("decimal {text} is not at scale {SCALE}")));
+                }
+                ScaledDecimal::new(value).map_err(E::custom)
+            }
         }
         deserializer.deserialize_bytes(BytesVisitor::<SCALE>)
     }

@@ -3,7 +3,7 @@
 //! `key -> count`. Exactly once means each key's outputs read `1, 2, ..., n` with no
 //! number missing or repeated, and `n` is the number of inputs of that key.
 
-use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext};
 
 pub const INPUT: &str = "counter.in";
 pub const OUTPUT: &str = "counter.out";
@@ -40,7 +40,7 @@ struct CountTask {
 }
 
 impl Task for CountTask {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, _decoded: Decoded) -> Result<(), Reject> {
         let key = record.key.ok_or_else(|| Reject("a count needs a key".into()))?;
         // Writes, then fails: the runtime must roll the write back with the record.
         let fails_after_writing = record.value == Some(b"inc-then-reject");

@@ -2,7 +2,7 @@
 //! joins them, repartitions the result under another key, and fires event-time timers:
 //! the runtime features the real stages build on, in miniature.
 
-use kafka_runtime::task::{Application, Record, Reject, StoreSpec, Task, TaskContext};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext};
 use schemas::values::Timestamp;
 
 pub const TABLE: &str = "join.table";
@@ -50,7 +50,7 @@ struct JoinTask {
 }
 
 impl Task for JoinTask {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, _decoded: Decoded) -> Result<(), Reject> {
         let key = record.key.ok_or_else(|| Reject("a record needs a key".into()))?;
         let value = record.value.ok_or_else(|| Reject("a record needs a value".into()))?;
         if record.topic.ends_with(TABLE) {

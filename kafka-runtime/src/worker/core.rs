@@ -3,7 +3,6 @@
 //! watermark marks and input offsets together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::EXPIRES_AT_HEADER;
-use crate::task::{Application, Output, Record};
+use crate::task::{Application, Decoded, Output, Record, Reject};
 use crate::watermark::{BEGINNING, Mark, is_mark};
 
 /// How much of a poison record's key and value its dead letter keeps.
@@ -293,20 +292,20 @@ impl Core {
             timestamp_ms: message.timestamp().to_millis(),
         };
         let mark = is_mark(record.key);
-        let event_time = if mark {
-            None
+        let (decoded, event_time) = if mark {
+            (Ok(Decoded::none()), None)
         } else {
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.shape.app.event_time(&record))).unwrap_or(None)
+            super::task_state::decode(self.shape.app.as_ref(), &record)
         };
         // Only a record that has to wait is copied out of the consumer's buffer.
         if self.shape.synchronized.len() > 1
             && self.shape.synchronized.iter().any(|input| input == record.topic)
             && let Some(task) = self.tasks.get_mut(&record.partition)
         {
-            task.merge.push(Polled::copy(&record, event_time, mark));
+            task.merge.push(Polled::copy(&record, decoded, event_time, mark));
             return Ok(());
         }
-        self.handle(&record, event_time, mark)
+        self.handle(&record, decoded, event_time, mark)
     }
 
     /// Processes the waiting records of the synchronized inputs, earliest event time
@@ -343,17 +342,24 @@ impl Core {
                 .get_mut(&partition)
                 .and_then(|task| task.merge.next(&self.shape.synchronized, max_task_idle))
             {
-                self.handle(&next.record(), next.event_time, next.mark)?;
+                let (record, decoded) = next.take();
+                self.handle(&record.record(), decoded, record.event_time, record.mark)?;
             }
         }
         Ok(())
     }
 
-    fn handle(&mut self, record: &Record<'_>, event_time: Option<Timestamp>, mark: bool) -> Result<()> {
+    fn handle(
+        &mut self,
+        record: &Record<'_>,
+        decoded: Result<Decoded, Reject>,
+        event_time: Option<Timestamp>,
+        mark: bool,
+    ) -> Result<()> {
         if mark {
             self.apply_mark(record)
         } else {
-            self.process(record, event_time)
+            self.process(record, decoded, event_time)
         }
     }
 
@@ -382,7 +388,12 @@ impl Core {
     }
 
     /// Hands one record to its task and sends what it produced.
-    fn process(&mut self, record: &Record<'_>, event_time: Option<Timestamp>) -> Result<()> {
+    fn process(
+        &mut self,
+        record: &Record<'_>,
+        decoded: Result<Decoded, Reject>,
+        event_time: Option<Timestamp>,
+    ) -> Result<()> {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
@@ -392,7 +403,7 @@ impl Core {
             );
             return Ok(());
         };
-        let processed = task.process(record, event_time);
+        let processed = task.process(record, decoded, event_time);
         if processed.late {
             self.metrics.late_records.inc();
         }

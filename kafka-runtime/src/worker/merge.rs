@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use schemas::values::Timestamp;
 
-use crate::task::Record;
+use crate::task::{Decoded, Record, Reject};
 
 /// A record taken from the consumer, with its event time.
 pub(crate) struct Polled {
@@ -17,13 +17,20 @@ pub(crate) struct Polled {
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) timestamp_ms: Option<i64>,
     pub(crate) event_time: Option<Timestamp>,
+    /// What the application decoded (nothing for a mark).
+    pub(crate) decoded: Result<Decoded, Reject>,
     /// A watermark mark, not data: applied as soon as it reaches the head of its queue,
     /// so it never counts before the records written ahead of it.
     pub(crate) mark: bool,
 }
 
 impl Polled {
-    pub(crate) fn copy(record: &Record<'_>, event_time: Option<Timestamp>, mark: bool) -> Self {
+    pub(crate) fn copy(
+        record: &Record<'_>,
+        decoded: Result<Decoded, Reject>,
+        event_time: Option<Timestamp>,
+        mark: bool,
+    ) -> Self {
         Polled {
             topic: record.topic.to_string(),
             partition: record.partition,
@@ -32,8 +39,15 @@ impl Polled {
             value: record.value.map(<[u8]>::to_vec),
             timestamp_ms: record.timestamp_ms,
             event_time,
+            decoded,
             mark,
         }
+    }
+
+    /// The decoded value, taken out; the record stays to be read.
+    pub(crate) fn take(mut self) -> (Self, Result<Decoded, Reject>) {
+        let decoded = std::mem::replace(&mut self.decoded, Ok(Decoded::none()));
+        (self, decoded)
     }
 
     pub(crate) fn record(&self) -> Record<'_> {
@@ -146,6 +160,7 @@ mod tests {
             value: None,
             timestamp_ms: None,
             event_time: Some(Timestamp(at)),
+            decoded: Ok(Decoded::none()),
             mark,
         }
     }

@@ -12,7 +12,7 @@ use schemas::values::Timestamp;
 
 use super::merge::Merge;
 use crate::store::key_time;
-use crate::task::{Application, Clocks, Output, Record, Reject, Stores, Task, TaskContext};
+use crate::task::{Application, Clocks, Decoded, Output, Record, Reject, Stores, Task, TaskContext};
 use crate::watermark::{BEGINNING, Mark};
 
 /// Outputs larger than this are refused by the broker's default `message.max.bytes`;
@@ -49,6 +49,23 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Decodes a record once (a panic is a rejection), and finds its event time: the
+/// decoded value's, or for a record left undecoded the application's reading of it.
+pub(crate) fn decode(app: &dyn Application, record: &Record<'_>) -> (Result<Decoded, Reject>, Option<Timestamp>) {
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| app.decode(record))).unwrap_or_else(|panic| {
+        Err(Reject(format!(
+            "the stage panicked decoding it: {}",
+            panic_message(&panic)
+        )))
+    });
+    let event_time = match &decoded {
+        Ok(d) if d.is_none() => std::panic::catch_unwind(AssertUnwindSafe(|| app.event_time(record))).unwrap_or(None),
+        Ok(d) => d.event_time(),
+        Err(_) => None,
+    };
+    (decoded, event_time)
 }
 
 impl TaskState {
@@ -91,9 +108,15 @@ impl TaskState {
         )
     }
 
-    /// Hands one data record to the task. A rejected record (a [`Reject`], a panic, an
-    /// output the broker would refuse) leaves no trace in the stores and sends nothing.
-    pub(crate) fn process(&mut self, record: &Record<'_>, event_time: Option<Timestamp>) -> Processed {
+    /// Hands one data record to the task, with what [`decode`] made of it. A rejected
+    /// record (one that did not decode, a [`Reject`], a panic, an output the broker would
+    /// refuse) leaves no trace in the stores and sends nothing.
+    pub(crate) fn process(
+        &mut self,
+        record: &Record<'_>,
+        decoded: Result<Decoded, Reject>,
+        event_time: Option<Timestamp>,
+    ) -> Processed {
         let mut late = false;
         if let Some(at) = event_time
             && let Some(clock) = self.clocks.clock_mut(record.topic)
@@ -104,6 +127,16 @@ impl TaskState {
         if let Some(quiet) = self.quiet_since.get_mut(record.topic) {
             *quiet = Instant::now();
         }
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(Reject(reason)) => {
+                return Processed {
+                    outputs: Vec::new(),
+                    rejected: Some(reason),
+                    late,
+                };
+            }
+        };
         let mut outputs = Vec::new();
         // A rejected record must leave no trace in the stores: remember what it changes.
         for (_, store) in self.stores.all_mut() {
@@ -113,7 +146,7 @@ impl TaskState {
             let (task, mut ctx) = self.context(&mut outputs);
             // A panicking task must not crash-loop the stage on one record: the record is
             // dead-lettered like any rejected one.
-            std::panic::catch_unwind(AssertUnwindSafe(|| task.process(&mut ctx, record)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| task.process(&mut ctx, record, decoded)))
                 .unwrap_or_else(|panic| Err(Reject(format!("the stage panicked: {}", panic_message(&panic)))))
         };
         // An output the broker would refuse fails every retry: refuse the input instead.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kafka_runtime::config::KafkaArgs;
-use kafka_runtime::task::{Application, Record, Reject, Task, TaskContext};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, Task, TaskContext};
 use kafka_runtime::topic_admin::{WantedTopic, ensure, ensure_topics};
 use kafka_runtime::worker::changelog_topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -74,7 +74,7 @@ impl Application for PassThrough {
 struct Forward(String);
 
 impl Task for Forward {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>) -> Result<(), Reject> {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, _decoded: Decoded) -> Result<(), Reject> {
         let topic = self.0.clone();
         ctx.emit(&topic, record.key, record.value);
         Ok(())
