@@ -45,9 +45,18 @@ use simulator::load::{self, Load, Posted};
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Widget events posted to ingest per second.
-    #[arg(long, default_value_t = 500)]
-    rate: u32,
+    /// Widget events posted to ingest per second; a list (`500,1000,2000`) runs the
+    /// benchmark once per rate, each on fresh topics.
+    #[arg(long, default_value = "500", value_delimiter = ',', num_args = 1..)]
+    rate: Vec<u32>,
+    /// After the listed rates, keep raising the rate by half (rounded up to a hundred)
+    /// until p99 202 -> notification reaches `--sweep-limit` or the pipeline no longer
+    /// takes every event; then print the highest rate that stayed under the limit.
+    #[arg(long)]
+    sweep: bool,
+    /// The p99 202 -> notification latency a sweep stops at.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    sweep_limit: Duration,
     /// Seconds of load, the warm-up included.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
@@ -87,12 +96,15 @@ struct Cli {
 /// here, which the stages then miss.
 const JIT_WARM: f64 = 0.1;
 
+/// The stages' CPU per widget event the pipeline aims at.
+const STAGE_CPU_TARGET_MICROS: u32 = 50;
+
 const STAGES: [&str; 4] = ["ingest", "enricher", "attributor", "reporter"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::ensure!(cli.rate > 0, "--rate must be at least 1");
+    anyhow::ensure!(cli.rate.iter().all(|r| *r > 0), "--rate must be at least 1");
     anyhow::ensure!(
         cli.warmup < cli.seconds,
         "--warmup ({} s) must be shorter than --seconds ({} s)",
@@ -102,13 +114,86 @@ async fn main() -> anyhow::Result<()> {
     let signal = Shutdown::on_signals()?;
     // Dropping the benchmark's future on a signal stops the stage processes it owns.
     tokio::select! {
-        result = bench(&cli) => result,
+        result = runs(&cli) => result,
         () = signal.requested() => anyhow::bail!("interrupted; the stages were stopped"),
     }
 }
 
-async fn bench(cli: &Cli) -> anyhow::Result<()> {
-    let run_id = format!("bench-pl-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
+/// What one run at one rate came to.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    rate: u32,
+    sustained: f64,
+    notify_p99: f64,
+    order_p99: f64,
+    /// The four stages' CPU per accepted widget event, in microseconds.
+    stage_cpu_per_event: f64,
+    /// Every accepted event came out at the end of the chain and none was refused.
+    complete: bool,
+}
+
+/// Every rate asked for, then the sweep; a table of the runs when there was more than one.
+async fn runs(cli: &Cli) -> anyhow::Result<()> {
+    let mut summaries: Vec<Summary> = Vec::new();
+    for rate in &cli.rate {
+        summaries.push(bench(cli, *rate).await?);
+    }
+    let limit = cli.sweep_limit.as_secs_f64() * 1000.0;
+    while cli.sweep
+        && summaries.len() < MAX_RUNS
+        && summaries
+            .last()
+            .is_some_and(|s| s.complete && s.notify_p99 < limit && s.sustained >= 0.97 * f64::from(s.rate))
+    {
+        let last = summaries.last().map_or(500, |s| s.rate);
+        let next = (last + last / 2).div_ceil(100) * 100;
+        summaries.push(bench(cli, next).await?);
+    }
+    if summaries.len() > 1 {
+        println!();
+        println!(
+            "rate (events/s)   sustained   p99 202->notification (ms)   p99 orders (ms)   stages' CPU per event (µs)   all through"
+        );
+        for s in &summaries {
+            println!(
+                "{:>15}   {:>9.1}   {:>26.1}   {:>15.1}   {:>26.1}   {}",
+                s.rate,
+                s.sustained,
+                s.notify_p99,
+                s.order_p99,
+                s.stage_cpu_per_event,
+                if s.complete { "yes" } else { "no" }
+            );
+        }
+        match summaries
+            .iter()
+            .filter(|s| s.complete && s.notify_p99 < limit)
+            .map(|s| s.rate)
+            .max()
+        {
+            Some(rate) => println!("highest rate with p99 202 -> notification under {limit:.0} ms: {rate} events/s"),
+            None => println!("no rate kept p99 202 -> notification under {limit:.0} ms"),
+        }
+    }
+    // A sweep ends where the pipeline gives out; a rate asked for must go through whole.
+    let short: Vec<String> = summaries[..cli.rate.len()]
+        .iter()
+        .filter(|s| !s.complete)
+        .map(|s| s.rate.to_string())
+        .collect();
+    anyhow::ensure!(
+        short.is_empty(),
+        "not every event went through the pipeline at {} events/s",
+        short.join(", ")
+    );
+    Ok(())
+}
+
+/// Runs of a sweep at most, the listed rates included.
+const MAX_RUNS: usize = 12;
+
+async fn bench(cli: &Cli, rate: u32) -> anyhow::Result<Summary> {
+    let run_id = format!("bench-pl-{}-{rate}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
     let mut kafka = cli.kafka.clone();
     kafka.topic_prefix = format!("{run_id}.");
     let topics = kafka.topic_names()?;
@@ -218,7 +303,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     })?;
 
     let settings = load::Settings {
-        rate: cli.rate,
+        rate,
         duration: Duration::from_secs(cli.seconds),
         handover_every: cli.handover_every,
         max_in_flight: cli.max_in_flight,
@@ -241,7 +326,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     // widget events would hold the last orders for the attributor's whole hold time.
     let accepted: Vec<&Posted> = outcome.posted.iter().filter(|p| p.accepted()).collect();
     let deadline = Instant::now() + cli.drain_timeout;
-    let handovers_per_tick = (f64::from(cli.rate) / f64::from(cli.handover_every.max(1)) / 10.0).ceil() as usize;
+    let handovers_per_tick = (f64::from(rate) / f64::from(cli.handover_every.max(1)) / 10.0).ceil() as usize;
     let mut drain_chat_events = 0;
     let (mut without_notification, mut not_attributed);
     loop {
@@ -333,7 +418,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     println!(
         "pipeline_bench: {} widget events/s offered for {} s (first {} s warm-up), seed {}, {} customers in live chats, \
          a chat handover every {} events, commit interval {}, {DEFAULT_PARTITIONS} partitions",
-        cli.rate,
+        rate,
         cli.seconds,
         cli.warmup,
         cli.seed,
@@ -395,6 +480,10 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
             }
         );
     }
+    let stage_cpu_per_event = stages_cpu * 1e6 / (measured.len().max(1) as f64);
+    println!(
+        "the four stages' CPU per widget event: {stage_cpu_per_event:.1} µs (target at most {STAGE_CPU_TARGET_MICROS} µs)"
+    );
     let own = (last.own_cpu - first.own_cpu) / ticks;
     let brokers = (last.brokers_cpu - first.brokers_cpu) / ticks;
     let compiling = (last.brokers_jit - first.brokers_jit) / ticks;
@@ -445,12 +534,21 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
             logs.display()
         );
     }
-    anyhow::ensure!(
-        refused == 0 && without_notification == 0 && not_attributed == 0,
-        "not every event went through the pipeline: {refused} refused, {without_notification} without notification, \
-         {not_attributed} orders not attributed"
-    );
-    Ok(())
+    let complete = refused == 0 && without_notification == 0 && not_attributed == 0;
+    if !complete {
+        println!(
+            "error: not every event went through the pipeline: {refused} refused, {without_notification} without \
+             notification, {not_attributed} orders not attributed"
+        );
+    }
+    Ok(Summary {
+        rate,
+        sustained: measured.len() as f64 / window,
+        notify_p99: percentile(&notify_all, 0.99),
+        order_p99: percentile(&notify_orders, 0.99),
+        stage_cpu_per_event,
+        complete,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
