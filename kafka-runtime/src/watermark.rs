@@ -21,7 +21,8 @@
 //!
 //! A mark is a record of its own in the topic, told apart by its key (it starts with a
 //! zero byte, which no key of the data contracts does), so it commits and aborts with the
-//! writer's outputs and survives crashes exactly like them.
+//! writer's outputs and survives crashes exactly like them. A worker sends one record per
+//! partition for all its tasks together: their marks, one line each.
 
 use std::collections::BTreeMap;
 
@@ -69,6 +70,25 @@ impl Mark {
         };
         (fields.next().is_none() && mark.writers > 0).then_some(mark)
     }
+}
+
+/// The key of the marks a worker of application `app` sends together.
+pub fn batch_key(app: &str) -> Vec<u8> {
+    let mut key = MARK_KEY_PREFIX.to_vec();
+    key.extend_from_slice(app.as_bytes());
+    key
+}
+
+/// Several writers' marks as one record value: each one's [`Mark::value`], a line each.
+pub fn encode_marks(marks: &[Mark]) -> Vec<u8> {
+    let lines: Vec<Vec<u8>> = marks.iter().map(Mark::value).collect();
+    lines.join(&b'\n')
+}
+
+/// The marks of a record value written by [`encode_marks`] (a single mark's value
+/// included); `None` when any line is not a mark.
+pub fn decode_marks(value: &[u8]) -> Option<Vec<Mark>> {
+    value.split(|b| *b == b'\n').map(Mark::decode).collect()
 }
 
 /// Whether a record with this key is a mark, not data.
@@ -160,26 +180,28 @@ impl InputClock {
         }
     }
 
-    /// The clock as store entries (key suffix, value), to survive restarts.
-    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The clock as one store value, to survive restarts: a source's time, or every
+    /// writer's latest mark.
+    pub fn entry(&self) -> Vec<u8> {
         match self {
-            InputClock::Source { at } => vec![(Vec::new(), at.micros().to_string().into_bytes())],
-            InputClock::Written { writers, expected } => writers
-                .iter()
-                .map(|((app, task), at)| {
-                    let mark = Mark {
+            InputClock::Source { at } => at.micros().to_string().into_bytes(),
+            InputClock::Written { writers, expected } => {
+                let marks: Vec<Mark> = writers
+                    .iter()
+                    .map(|((app, task), at)| Mark {
                         app: app.clone(),
                         task: *task,
                         writers: expected.get(app).copied().unwrap_or(1),
                         at: *at,
-                    };
-                    (mark.key(), mark.value())
-                })
-                .collect(),
+                    })
+                    .collect();
+                encode_marks(&marks)
+            }
         }
     }
 
-    /// Restores one entry written by [`InputClock::entries`].
+    /// Restores a value written by [`InputClock::entry`] (or, for a written input, one
+    /// writer's mark, as earlier versions kept them).
     pub fn restore(&mut self, value: &[u8]) {
         match self {
             InputClock::Source { at } => {
@@ -188,7 +210,7 @@ impl InputClock {
                 }
             }
             InputClock::Written { .. } => {
-                if let Some(mark) = Mark::decode(value) {
+                for mark in decode_marks(value).unwrap_or_default() {
                     self.apply(&mark);
                 }
             }
@@ -287,18 +309,30 @@ mod tests {
         written.apply(&mark("up", 0, 2, 7));
         written.apply(&mark("up", 1, 2, 9));
         let mut restored = InputClock::written();
-        for (_, value) in written.entries() {
-            restored.restore(&value);
-        }
+        restored.restore(&written.entry());
         assert_eq!(restored, written);
 
         let mut source = InputClock::source();
         source.observe(Timestamp(-3));
         let mut restored = InputClock::source();
-        for (_, value) in source.entries() {
-            restored.restore(&value);
-        }
+        restored.restore(&source.entry());
         assert_eq!(restored, source);
+
+        // A clock kept one writer to an entry, as earlier versions did, restores too.
+        let mut restored = InputClock::written();
+        restored.restore(&mark("up", 0, 2, 7).value());
+        restored.restore(&mark("up", 1, 2, 9).value());
+        assert_eq!(restored, written);
+    }
+
+    #[test]
+    fn a_worker_sends_its_tasks_marks_as_one_record() {
+        let marks = [mark("sales-enricher", 0, 6, 10), mark("sales-enricher", 3, 6, -4)];
+        let value = encode_marks(&marks);
+        assert_eq!(decode_marks(&value), Some(marks.to_vec()));
+        assert_eq!(decode_marks(&marks[0].value()), Some(vec![marks[0].clone()]));
+        assert_eq!(decode_marks(b"a\t1\t2\t3\nnot a mark"), None);
+        assert!(is_mark(Some(&batch_key("sales-enricher"))));
     }
 
     #[test]

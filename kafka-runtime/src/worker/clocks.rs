@@ -33,17 +33,26 @@ pub(crate) fn load(inputs: &[String], written: &BTreeSet<String>, stores: &Store
     clocks
 }
 
-/// Writes the clocks into the `watermarks` store (only changed entries become changelog
-/// records: an unchanged value is not written again).
+/// Writes the clocks into the `watermarks` store, one entry per input (only a changed
+/// entry becomes a changelog record).
 pub(crate) fn save(clocks: &Clocks, stores: &mut Stores) {
     for (topic, clock) in &clocks.inputs {
-        for (suffix, value) in clock.entries() {
-            let mut key = topic.as_bytes().to_vec();
-            key.push(0);
-            key.extend_from_slice(&suffix);
-            if stores.watermarks.get(&key) != Some(value.as_slice()) {
-                stores.watermarks.put(&key, value);
-            }
+        let mut key = topic.as_bytes().to_vec();
+        key.push(0);
+        // Earlier versions kept a written input one writer to an entry, under longer
+        // keys: gone once the input's clock is kept whole.
+        let stale: Vec<Vec<u8>> = stores
+            .watermarks
+            .prefix(&key)
+            .filter(|(k, _)| k.len() > key.len())
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for old in stale {
+            stores.watermarks.delete(&old);
+        }
+        let value = clock.entry();
+        if stores.watermarks.get(&key) != Some(value.as_slice()) {
+            stores.watermarks.put(&key, value);
         }
     }
 }

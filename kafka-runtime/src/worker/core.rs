@@ -21,7 +21,7 @@ use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::EXPIRES_AT_HEADER;
 use crate::task::{Application, Decoded, Output, Record, Reject};
-use crate::watermark::{BEGINNING, Mark, is_mark};
+use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
 /// How much of a poison record's key and value its dead letter keeps.
 const DEAD_LETTER_BYTES: usize = 256 * 1024;
@@ -148,11 +148,14 @@ impl Core {
                 headers,
             )?;
         }
-        for (topic, partition, mark) in &marks {
-            self.tx
-                .send(topic, Some(*partition), Some(&mark.key()), Some(&mark.value()), None)?;
+        let key = batch_key(self.shape.app.id());
+        for (topic, partitions, batch) in &marks {
+            let value = encode_marks(batch);
+            for partition in 0..*partitions {
+                self.tx.send(topic, Some(partition), Some(&key), Some(&value), None)?;
+            }
+            self.metrics.marks_sent.inc_by(u64::try_from(*partitions).unwrap_or(0));
         }
-        self.metrics.marks_sent.inc_by(marks.len() as u64);
         for partition in std::mem::take(&mut self.touched) {
             let checkpoint = encode_checkpoint(&self.offsets, partition);
             for topic in self.shape.changelogs.values() {
@@ -172,9 +175,11 @@ impl Core {
         let offsets = offset_list(&self.offsets)?;
         self.tx.commit(&offsets, group)?;
         // Only now are the marks promises downstream: remember them as sent.
-        for (topic, _, mark) in marks {
-            if let Some(task) = self.tasks.get_mut(&mark.task) {
-                task.sent.insert(topic, mark.at);
+        for (topic, _, batch) in marks {
+            for mark in batch {
+                if let Some(task) = self.tasks.get_mut(&mark.task) {
+                    task.sent.insert(topic.clone(), mark.at);
+                }
             }
         }
         self.metrics.commits.inc();
@@ -182,29 +187,28 @@ impl Core {
         Ok(())
     }
 
-    /// The marks to send: for each task and watermarked output whose watermark advanced,
-    /// one per partition of the output.
-    fn marks(&mut self) -> Vec<(String, i32, Mark)> {
-        let mut marks = Vec::new();
+    /// The marks to send, per watermarked output (with its partition count): one for
+    /// each task whose watermark for it advanced. They go to every partition of the
+    /// output as one record (a worker's tasks together), not one record per task.
+    fn marks(&mut self) -> Vec<(String, i32, Vec<Mark>)> {
         let app = self.shape.app.id().to_string();
-        for (partition, task) in &mut self.tasks {
-            for (output, partitions, from) in &self.shape.marked_outputs {
+        let mut marks = Vec::new();
+        for (output, partitions, from) in &self.shape.marked_outputs {
+            let mut batch = Vec::new();
+            for (partition, task) in &mut self.tasks {
                 let at = task.output_watermark(output, from);
                 if at == BEGINNING || task.sent.get(output).is_some_and(|sent| *sent >= at) {
                     continue;
                 }
-                for target in 0..*partitions {
-                    marks.push((
-                        output.clone(),
-                        target,
-                        Mark {
-                            app: app.clone(),
-                            task: *partition,
-                            writers: self.shape.task_count,
-                            at,
-                        },
-                    ));
-                }
+                batch.push(Mark {
+                    app: app.clone(),
+                    task: *partition,
+                    writers: self.shape.task_count,
+                    at,
+                });
+            }
+            if !batch.is_empty() {
+                marks.push((output.clone(), *partitions, batch));
             }
         }
         marks

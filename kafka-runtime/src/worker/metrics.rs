@@ -60,7 +60,7 @@ impl RuntimeMetrics {
         );
         registry.register(
             "stream_watermark_marks_sent",
-            "Watermark marks sent to the partitions of watermarked outputs",
+            "Watermark mark records sent to the partitions of watermarked outputs (one per partition and transaction, holding the marks of the worker's tasks)",
             metrics.marks_sent.clone(),
         );
         registry.register("stream_commits", "Transactions committed", metrics.commits.clone());

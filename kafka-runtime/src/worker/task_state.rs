@@ -13,7 +13,7 @@ use schemas::values::Timestamp;
 use super::merge::Merge;
 use crate::store::key_time;
 use crate::task::{Application, Clocks, Decoded, Output, Record, Reject, Stores, Task, TaskContext};
-use crate::watermark::{BEGINNING, Mark};
+use crate::watermark::{BEGINNING, decode_marks};
 
 /// Outputs larger than this are refused by the broker's default `message.max.bytes`;
 /// the input that produced one is dead-lettered instead of failing every retry.
@@ -185,11 +185,13 @@ impl TaskState {
     /// A writer's mark read from `topic`: raises that input's watermark. Returns false
     /// when the mark does not decode (it is then ignored).
     pub(crate) fn apply_mark(&mut self, topic: &str, value: Option<&[u8]>) -> bool {
-        let Some(mark) = value.and_then(Mark::decode) else {
+        let Some(marks) = value.and_then(decode_marks) else {
             return false;
         };
         if let Some(clock) = self.clocks.clock_mut(topic) {
-            clock.apply(&mark);
+            for mark in &marks {
+                clock.apply(mark);
+            }
             self.clocks_dirty = true;
         }
         true
