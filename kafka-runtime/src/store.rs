@@ -8,7 +8,7 @@
 //! changelog record's `expires-at` header (the value stays the stage's own Avro record)
 //! and the store deletes the entry once the task's watermark passes it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use schemas::values::Timestamp;
 
@@ -100,8 +100,9 @@ pub struct KvStore {
     entries: BTreeMap<Vec<u8>, Entry>,
     /// (expiry, key) of entries that expire, to find the expired ones in order.
     expiries: BTreeSet<(Timestamp, Vec<u8>)>,
-    /// Changes since the last commit, the latest per key.
-    dirty: HashMap<Vec<u8>, Option<Entry>>,
+    /// Keys changed since the last commit: their changelog records are read from the
+    /// entries (or are tombstones) when the commit takes them, so a put copies nothing.
+    dirty: HashSet<Vec<u8>>,
     bytes: usize,
     /// While a record is being processed: what each key it touched held before (entry
     /// and pending change), so a rejected record leaves no trace.
@@ -111,8 +112,10 @@ pub struct KvStore {
 #[derive(Debug)]
 struct Undo {
     key: Vec<u8>,
+    /// What the key held before: the entry the change replaced, moved here.
     entry: Option<Entry>,
-    dirty: Option<Option<Entry>>,
+    /// Whether the key was already changed since the last commit.
+    was_dirty: bool,
 }
 
 impl KvStore {
@@ -126,16 +129,26 @@ impl KvStore {
 
     /// Stores `value`, to be deleted once the task's watermark passes `expires_at`.
     pub fn put_expiring(&mut self, key: &[u8], value: Vec<u8>, expires_at: Option<Timestamp>) {
-        self.remember(key);
-        self.dirty.insert(key.to_vec(), Some((value.clone(), expires_at)));
-        self.apply(key, Some((value, expires_at)));
+        let before = self.apply(key, Some((value, expires_at)));
+        self.changed(key, before);
     }
 
     pub fn delete(&mut self, key: &[u8]) {
         if self.entries.contains_key(key) {
-            self.remember(key);
-            self.dirty.insert(key.to_vec(), None);
-            self.apply(key, None);
+            let before = self.apply(key, None);
+            self.changed(key, before);
+        }
+    }
+
+    /// Marks `key` changed, and while a record is processed remembers what it held.
+    fn changed(&mut self, key: &[u8], before: Option<Entry>) {
+        let was_dirty = !self.dirty.insert(key.to_vec());
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(Undo {
+                key: key.to_vec(),
+                entry: before,
+                was_dirty,
+            });
         }
     }
 
@@ -204,13 +217,14 @@ impl KvStore {
 
     /// The changes since the last call, to write to the changelog.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        let entries = &self.entries;
         self.dirty
             .drain()
-            .map(|(key, entry)| match entry {
+            .map(|key| match entries.get(&key) {
                 Some((value, expires_at)) => Change {
+                    value: Some(value.clone()),
+                    expires_at: *expires_at,
                     key,
-                    value: Some(value),
-                    expires_at,
                 },
                 None => Change {
                     key,
@@ -235,20 +249,9 @@ impl KvStore {
     pub(crate) fn rollback(&mut self) {
         for undo in self.undo.take().unwrap_or_default().into_iter().rev() {
             self.apply(&undo.key, undo.entry);
-            match undo.dirty {
-                Some(change) => self.dirty.insert(undo.key, change),
-                None => self.dirty.remove(&undo.key),
-            };
-        }
-    }
-
-    fn remember(&mut self, key: &[u8]) {
-        if let Some(undo) = self.undo.as_mut() {
-            undo.push(Undo {
-                key: key.to_vec(),
-                entry: self.entries.get(key).cloned(),
-                dirty: self.dirty.get(key).cloned(),
-            });
+            if !undo.was_dirty {
+                self.dirty.remove(&undo.key);
+            }
         }
     }
 
@@ -281,11 +284,13 @@ impl KvStore {
         self.apply(key, value.map(|v| (v, expires_at)));
     }
 
-    fn apply(&mut self, key: &[u8], entry: Option<Entry>) {
-        if let Some((old, old_expiry)) = self.entries.remove(key) {
+    /// Sets what `key` holds; returns what it held.
+    fn apply(&mut self, key: &[u8], entry: Option<Entry>) -> Option<Entry> {
+        let before = self.entries.remove(key);
+        if let Some((old, old_expiry)) = &before {
             self.bytes -= key.len() + old.len();
             if let Some(at) = old_expiry {
-                self.expiries.remove(&(at, key.to_vec()));
+                self.expiries.remove(&(*at, key.to_vec()));
             }
         }
         if let Some((value, expiry)) = entry {
@@ -295,6 +300,7 @@ impl KvStore {
             }
             self.entries.insert(key.to_vec(), (value, expiry));
         }
+        before
     }
 }
 
