@@ -77,3 +77,79 @@ pub fn machine_ticks() -> Option<(f64, f64, usize)> {
     let cores = lines.filter(|l| l.starts_with("cpu")).count();
     Some((total - idle, total, cores))
 }
+
+/// A line of `/proc/<pid>/status` in bytes (`VmHWM:`, the peak resident memory, or
+/// `VmRSS:`); `None` once the process is gone.
+pub fn status_bytes(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The machine's load average over the last minute, as `/proc/loadavg` says it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The pids of the Kafka brokers running on this machine (none when the broker is
+/// elsewhere).
+pub fn local_brokers() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
+        })
+        .collect()
+}
+
+/// A stateless stage of the exactly-once runtime that forwards every record of `input`
+/// unchanged to `output`: what the runtime itself costs (transactions, offsets, the
+/// consume and produce loop), the yardstick of a stage's records per second.
+#[derive(Debug)]
+pub struct PassThrough {
+    pub id: String,
+    pub input: String,
+    pub output: String,
+}
+
+impl kafka_runtime::task::Application for PassThrough {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![self.input.clone()]
+    }
+    fn create_task(&self, _partition: i32) -> Box<dyn kafka_runtime::task::Task> {
+        Box::new(Forward(self.output.clone()))
+    }
+}
+
+struct Forward(String);
+
+impl kafka_runtime::task::Task for Forward {
+    fn process(
+        &mut self,
+        ctx: &mut kafka_runtime::task::TaskContext<'_>,
+        record: &kafka_runtime::task::Record<'_>,
+        _decoded: kafka_runtime::task::Decoded,
+    ) -> Result<(), kafka_runtime::task::Reject> {
+        ctx.emit(&self.0, record.key, record.value);
+        Ok(())
+    }
+}

@@ -32,7 +32,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use sales_tests::bench::{clock_ticks, machine_ticks, percentile, process_ticks, tail, thread_ticks};
+use sales_tests::bench::{clock_ticks, local_brokers, machine_ticks, percentile, process_ticks, tail, thread_ticks};
 use sales_tests::{free_local_addr, http_get};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -852,23 +852,6 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             wanted.then(|| value.trim().parse::<f64>().ok()).flatten()
         })
         .sum()
-}
-
-/// The pids of the Kafka brokers running on this machine (none when the broker is
-/// elsewhere).
-fn local_brokers() -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
-        })
-        .collect()
 }
 
 /// The machine's busy and total CPU time (clock ticks, all cores) and its core count.

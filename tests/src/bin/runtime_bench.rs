@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kafka_runtime::config::KafkaArgs;
-use kafka_runtime::task::{Application, Decoded, Record, Reject, Task, TaskContext};
+use kafka_runtime::task::Application;
 use kafka_runtime::topic_admin::{WantedTopic, ensure, ensure_topics};
 use kafka_runtime::worker::changelog_topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sales_tests::InProcessWorker;
+use sales_tests::bench::PassThrough;
 use sales_tests::counting::{Counting, INPUT};
 use schemas::topics::Cleanup;
 
@@ -49,36 +50,6 @@ struct Cli {
     /// Times the restore of the same store this many times (a fresh worker each time).
     #[arg(long, default_value_t = 1)]
     restore_runs: usize,
-}
-
-/// Forwards every record unchanged: the cost of exactly-once without state.
-#[derive(Debug)]
-struct PassThrough {
-    id: String,
-    input: String,
-    output: String,
-}
-
-impl Application for PassThrough {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn inputs(&self) -> Vec<String> {
-        vec![self.input.clone()]
-    }
-    fn create_task(&self, _partition: i32) -> Box<dyn Task> {
-        Box::new(Forward(self.output.clone()))
-    }
-}
-
-struct Forward(String);
-
-impl Task for Forward {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, _decoded: Decoded) -> Result<(), Reject> {
-        let topic = self.0.clone();
-        ctx.emit(&topic, record.key, record.value);
-        Ok(())
-    }
 }
 
 fn producer(kafka: &KafkaArgs) -> ThreadedProducer<DefaultProducerContext> {
