@@ -196,10 +196,7 @@ impl Registry {
                 current.insert(full.clone(), (fingerprint, writer));
             }
             let direct = if is_current {
-                Some(
-                    json.parse::<serde_avro_fast::Schema>()
-                        .map_err(|e| format!("{full} v{version} for direct reading: {e}"))?,
-                )
+                Some(direct_schema(&schema_json).map_err(|e| format!("{full} v{version} for direct reading: {e}"))?)
             } else {
                 None
             };
@@ -227,6 +224,32 @@ impl Registry {
             current,
         })
     }
+}
+
+/// The schema the direct reader reads a current value with: the same, except that a
+/// decimal is read as the plain bytes it is written as. The records' decimal types read
+/// those bytes themselves ([`crate::values::ScaledDecimal`]); as a decimal the reader
+/// would hand each one over as text, to be parsed again.
+fn direct_schema(schema: &serde_json::Value) -> Result<serde_avro_fast::Schema, String> {
+    fn plain_decimals(node: &mut serde_json::Value) {
+        match node {
+            serde_json::Value::Object(fields) => {
+                let decimal = fields.get("logicalType").and_then(|t| t.as_str()) == Some("decimal")
+                    && fields.get("type").and_then(|t| t.as_str()) == Some("bytes");
+                if decimal {
+                    for attribute in ["logicalType", "precision", "scale"] {
+                        fields.remove(attribute);
+                    }
+                }
+                fields.values_mut().for_each(plain_decimals);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(plain_decimals),
+            _ => {}
+        }
+    }
+    let mut schema = schema.clone();
+    plain_decimals(&mut schema);
+    schema.to_string().parse::<serde_avro_fast::Schema>().map_err(|e| e.to_string())
 }
 
 /// Every schema version known to this binary.

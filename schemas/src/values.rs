@@ -56,6 +56,15 @@ impl<const SCALE: u32> ScaledDecimal<SCALE> {
 
     /// The unscaled integer at `SCALE` (149.99 at scale 4 is 1_499_900).
     pub fn unscaled(&self) -> Result<i128, DecimalError> {
+        // Already at the scale (as every decimal read from Avro, and sums of them): the
+        // mantissa is the answer, without normalizing and rescaling.
+        if self.0.scale() == SCALE {
+            let unscaled = self.0.mantissa();
+            if unscaled.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION) {
+                return Err(DecimalError::TooLarge { value: self.0 });
+            }
+            return Ok(unscaled);
+        }
         let normalized = self.0.normalize();
         if normalized.scale() > SCALE {
             return Err(DecimalError::TooPrecise {
@@ -142,15 +151,6 @@ impl<'de, const SCALE: u32> Deserialize<'de> for ScaledDecimal<SCALE> {
             }
             fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
                 ScaledDecimal::from_avro_bytes(bytes).map_err(E::custom)
-            }
-            // The direct reader hands a schema decimal over as its text at the schema's
-            // scale (the value exactly, never a float).
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                let value = Decimal::from_str_exact(text).map_err(E::custom)?;
-                if value.scale() != SCALE {
-                    return Err(E::custom(format!("decimal {text} is not at scale {SCALE}")));
-                }
-                ScaledDecimal::new(value).map_err(E::custom)
             }
         }
         deserializer.deserialize_bytes(BytesVisitor::<SCALE>)
