@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::settings::Organizations;
-use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, ValueCache, encode};
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
@@ -106,6 +106,7 @@ impl Application for Reporter {
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {
         Box::new(ReporterTask {
             shared: Arc::clone(&self.shared),
+            days: ValueCache::new(DAYS_CACHED),
         })
     }
 
@@ -119,7 +120,13 @@ impl Application for Reporter {
 
 struct ReporterTask {
     shared: Arc<Shared>,
+    /// The days last written, decoded: every order of a day rewrites it.
+    days: ValueCache<ReportState>,
 }
+
+/// Days kept decoded per task at most (an organization's days being filled at once are
+/// a few; a backlog's are in time order).
+const DAYS_CACHED: usize = 256;
 
 impl Task for ReporterTask {
     fn process(&mut self, ctx: &mut TaskContext<'_>, record: &Record<'_>, decoded: Decoded) -> Result<(), Reject> {
@@ -142,8 +149,9 @@ impl Task for ReporterTask {
         }
 
         let key = keys::org_date(&order.organization_id, &date.to_string());
-        let mut day: ReportState = ctx
-            .load(DAYS, key.as_bytes())?
+        let mut day: ReportState = self
+            .days
+            .take(ctx, DAYS, key.as_bytes())?
             .unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
         rollup::add_order(&mut day, &order);
         if day.published_revision.is_some() {
@@ -160,8 +168,7 @@ impl Task for ReporterTask {
             let publish_at = day_end.after(self.shared.grace);
             ctx.schedule(publish_at, key.as_bytes());
         }
-        let bytes = encode(&day)?;
-        ctx.store(DAYS).put_expiring(key.as_bytes(), bytes, Some(kept_until));
+        self.days.put(ctx, DAYS, key.as_bytes(), day, Some(kept_until))?;
 
         let org = order.organization_id.as_bytes();
         let counter: Option<WinsCounter> = ctx.load(WINS, org)?;
@@ -177,7 +184,7 @@ impl Task for ReporterTask {
     /// gathered: publish it again with the next revision.
     fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
         let result = (|| -> Result<(), Reject> {
-            let Some(mut day) = ctx.load::<ReportState>(DAYS, tag)? else {
+            let Some(mut day) = self.days.take(ctx, DAYS, tag)? else {
                 return Ok(());
             };
             let revision = day.published_revision.is_some();
@@ -198,9 +205,7 @@ impl Task for ReporterTask {
                 .map_err(|e| Reject(format!("a day with a bad date {:?}: {e}", day.date)))?;
             let day_end = rollup::day_end(date, rollup::timezone(Some(&day.timezone)));
             let kept_until = day_end.after(self.shared.retention);
-            let bytes = encode(&day)?;
-            ctx.store(DAYS).put_expiring(tag, bytes, Some(kept_until));
-            Ok(())
+            self.days.put(ctx, DAYS, tag, day, Some(kept_until))
         })();
         if let Err(Reject(reason)) = result {
             tracing::error!(%reason, day = %String::from_utf8_lossy(tag), "a day's report could not be published");
