@@ -249,7 +249,10 @@ fn direct_schema(schema: &serde_json::Value) -> Result<serde_avro_fast::Schema, 
     }
     let mut schema = schema.clone();
     plain_decimals(&mut schema);
-    schema.to_string().parse::<serde_avro_fast::Schema>().map_err(|e| e.to_string())
+    schema
+        .to_string()
+        .parse::<serde_avro_fast::Schema>()
+        .map_err(|e| e.to_string())
 }
 
 /// Every schema version known to this binary.
