@@ -23,6 +23,8 @@ use crate::store::EXPIRES_AT_HEADER;
 use crate::task::{Application, Decoded, Output, Record, Reject};
 use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
+/// How often idle inputs are looked at at most (see [`Core::advance_idle`]).
+const IDLE_CHECK: Duration = Duration::from_millis(20);
 /// How much of a poison record's key and value its dead letter keeps.
 const DEAD_LETTER_BYTES: usize = 256 * 1024;
 
@@ -63,6 +65,8 @@ pub(crate) struct Core {
     pub(crate) poisoned: bool,
     /// Partitions that processed records in the open transaction.
     touched: BTreeSet<i32>,
+    /// When [`Core::advance_idle`] last looked at the tasks.
+    idle_checked: Instant,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) kafka: KafkaArgs,
 }
@@ -78,6 +82,7 @@ impl Core {
             failure: None,
             poisoned: false,
             touched: BTreeSet::new(),
+            idle_checked: Instant::now(),
             metrics,
             kafka,
         }
@@ -325,13 +330,19 @@ impl Core {
         }
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
-            let fetched = {
+            // Once known, a task's inputs stay fetched until it is created again: the
+            // statistics are looked up (a lock and a key per input) only until then.
+            let known = self.tasks.get(&partition).is_some_and(|task| task.fetched);
+            let fetched = known || {
                 let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.shape.synchronized.iter().all(|input| {
                     ends.get(&(input.clone(), partition))
                         .is_some_and(|end| end.stable_end >= 0)
                 })
             };
+            if fetched && let Some(task) = self.tasks.get_mut(&partition) {
+                task.fetched = true;
+            }
             // Until then only records of every input at once are taken, earliest first.
             let max_task_idle = if fetched {
                 self.shape.max_task_idle
@@ -462,6 +473,13 @@ impl Core {
     /// the wall clock minus the allowed lateness as their watermark, so timers and
     /// expiry still happen without new records. Never while records wait.
     pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
+        // Called on every turn of the loop, but the idle advance works in seconds: a look
+        // every few tens of milliseconds is as good, and spares a clock read per input
+        // and task on every record.
+        if self.idle_checked.elapsed() < IDLE_CHECK {
+            return Ok(());
+        }
+        self.idle_checked = Instant::now();
         let now = Timestamp::from_datetime(chrono::Utc::now());
         let to = Timestamp(
             now.micros()

@@ -31,6 +31,8 @@ pub(crate) struct TaskState {
     /// The watermark last sent to each watermarked output.
     pub(crate) sent: HashMap<String, Timestamp>,
     pub(crate) merge: Merge,
+    /// Every synchronized input of the task has had its first fetch.
+    pub(crate) fetched: bool,
 }
 
 /// What handing a record to its task came to.
@@ -93,6 +95,7 @@ impl TaskState {
             quiet_since,
             sent: HashMap::new(),
             merge: Merge::default(),
+            fetched: false,
         }
     }
 
