@@ -50,9 +50,7 @@ impl TaskDriver {
     pub fn new(app: impl Application, partition: i32) -> Self {
         let app: Arc<dyn Application> = Arc::new(app);
         let written: BTreeSet<String> = app.written_inputs().into_iter().collect();
-        let stores = Stores::new(&app.stores());
-        let clocks = crate::worker::clocks::load(&app.inputs(), &written, &stores);
-        let state = TaskState::new(app.as_ref(), partition, stores, clocks, &written);
+        let state = TaskState::new(app.as_ref(), partition, Stores::new(&app.stores()), &written);
         TaskDriver {
             app,
             written,
@@ -98,8 +96,8 @@ impl TaskDriver {
             self.after();
             return Ok(());
         }
-        let (decoded, event_time) = crate::worker::task_state::decode(self.app.as_ref(), &record);
-        let processed = self.state.process(&record, decoded, event_time);
+        let decoded = crate::worker::task_state::decode(self.app.as_ref(), &record);
+        let processed = self.state.process(&record, decoded);
         self.outputs.extend(processed.outputs);
         self.after();
         match processed.rejected {
@@ -202,7 +200,6 @@ impl TaskDriver {
             store.take_changes();
         }
         let stores = std::mem::take(&mut self.state.stores);
-        let clocks = crate::worker::clocks::load(&self.app.inputs(), &self.written, &stores);
-        self.state = TaskState::new(self.app.as_ref(), self.state.partition, stores, clocks, &self.written);
+        self.state = TaskState::new(self.app.as_ref(), self.state.partition, stores, &self.written);
     }
 }

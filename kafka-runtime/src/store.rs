@@ -104,8 +104,9 @@ pub struct KvStore {
     /// entries (or are tombstones) when the commit takes them, so a put copies nothing.
     dirty: HashSet<Vec<u8>>,
     bytes: usize,
-    /// While a record is being processed: what each key it touched held before (entry
-    /// and pending change), so a rejected record leaves no trace.
+    /// While a record is being processed: what each key it touched held before (the
+    /// entry, and whether it was already changed since the commit), so a rejected record
+    /// leaves no trace.
     undo: Option<Vec<Undo>>,
 }
 

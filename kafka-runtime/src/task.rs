@@ -36,6 +36,11 @@ impl Record<'_> {
         schemas::decode::<R>(value).map_err(|e| Reject(format!("not a valid {name} record: {e}")))
     }
 
+    /// The Kafka record timestamp as an event time.
+    pub fn kafka_time(&self) -> Option<Timestamp> {
+        self.timestamp_ms.map(|ms| Timestamp(ms.saturating_mul(1000)))
+    }
+
     /// Checks that the record's key is `expected`, the key its value implies: a record
     /// keyed otherwise sits in a partition where the state it needs is not.
     pub fn expect_key(&self, expected: &str) -> Result<(), Reject> {
@@ -60,12 +65,11 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// Nothing decoded: the task reads the record's bytes itself, and the event time is
-    /// [`Application::event_time`]'s.
-    pub fn none() -> Self {
+    /// Nothing decoded, only the event time: the task reads the record's bytes itself.
+    pub fn untyped(event_time: Option<Timestamp>) -> Self {
         Decoded {
             value: None,
-            event_time: None,
+            event_time,
         }
     }
 
@@ -75,10 +79,6 @@ impl Decoded {
             value: Some(Box::new(value)),
             event_time,
         }
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.value.is_none()
     }
 
     pub fn event_time(&self) -> Option<Timestamp> {
@@ -204,15 +204,9 @@ pub trait Application: Send + Sync + 'static {
     /// Decodes a record once, as it is taken from the consumer: its value for the task
     /// and its event time (see [`Decoded`]). An error means the record cannot be
     /// processed: it is dead-lettered with that reason, and its task never sees it. By
-    /// default nothing is decoded.
-    fn decode(&self, _record: &Record<'_>) -> Result<Decoded, Reject> {
-        Ok(Decoded::none())
-    }
-
-    /// The event time of a record [`Application::decode`] left undecoded. By default
-    /// the Kafka record timestamp.
-    fn event_time(&self, record: &Record<'_>) -> Option<Timestamp> {
-        record.timestamp_ms.map(|ms| Timestamp(ms.saturating_mul(1000)))
+    /// default nothing is decoded and the event time is the Kafka record timestamp.
+    fn decode(&self, record: &Record<'_>) -> Result<Decoded, Reject> {
+        Ok(Decoded::untyped(record.kafka_time()))
     }
 }
 

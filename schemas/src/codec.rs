@@ -358,8 +358,8 @@ fn widen_decimals(value: &mut Value) {
     }
 }
 
-/// Decodes a record written with any known version of its schema.
-pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
+/// The writer schema of a value that must be an `R`, and its body.
+fn writer_schema_of<R: Record>(bytes: &[u8]) -> Result<(&'static SchemaVersion, &[u8]), CodecError> {
     let (version, body) = writer_schema(bytes)?;
     if version.name != R::NAME {
         return Err(CodecError::WrongRecord {
@@ -367,6 +367,12 @@ pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
             found: version.name.clone(),
         });
     }
+    Ok((version, body))
+}
+
+/// Decodes a record written with any known version of its schema.
+pub fn decode<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
+    let (version, body) = writer_schema_of::<R>(bytes)?;
     match &version.direct {
         Some(schema) => read_direct(version, schema, body),
         None => decode_through_value(version, body),
@@ -406,13 +412,7 @@ fn decode_through_value<R: Record>(version: &SchemaVersion, body: &[u8]) -> Resu
 /// [`decode`] through apache-avro's value tree whatever the writer's version: the
 /// reference the direct reading is checked against.
 pub fn decode_via_value<R: Record>(bytes: &[u8]) -> Result<R, CodecError> {
-    let (version, body) = writer_schema(bytes)?;
-    if version.name != R::NAME {
-        return Err(CodecError::WrongRecord {
-            expected: R::NAME,
-            found: version.name.clone(),
-        });
-    }
+    let (version, body) = writer_schema_of::<R>(bytes)?;
     decode_through_value(version, body)
 }
 

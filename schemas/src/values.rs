@@ -58,22 +58,20 @@ impl<const SCALE: u32> ScaledDecimal<SCALE> {
     pub fn unscaled(&self) -> Result<i128, DecimalError> {
         // Already at the scale (as every decimal read from Avro, and sums of them): the
         // mantissa is the answer, without normalizing and rescaling.
-        if self.0.scale() == SCALE {
-            let unscaled = self.0.mantissa();
-            if unscaled.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION) {
-                return Err(DecimalError::TooLarge { value: self.0 });
+        let rescaled = if self.0.scale() == SCALE {
+            self.0
+        } else {
+            let normalized = self.0.normalize();
+            if normalized.scale() > SCALE {
+                return Err(DecimalError::TooPrecise {
+                    value: self.0,
+                    scale: SCALE,
+                });
             }
-            return Ok(unscaled);
-        }
-        let normalized = self.0.normalize();
-        if normalized.scale() > SCALE {
-            return Err(DecimalError::TooPrecise {
-                value: self.0,
-                scale: SCALE,
-            });
-        }
-        let mut rescaled = normalized;
-        rescaled.rescale(SCALE);
+            let mut rescaled = normalized;
+            rescaled.rescale(SCALE);
+            rescaled
+        };
         // rescale stops at a lower scale when the mantissa would outgrow 96 bits; that
         // mantissa read at SCALE would be a different number, and at SCALE the value
         // needs more than 28 digits anyway.

@@ -1,7 +1,7 @@
 //! What the benchmark binaries share: percentiles, the kernel's clock ticks and CPU
 //! times, a log's last lines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The `p` quantile (0 to 1) of sorted samples, nearest rank; NaN without samples.
@@ -29,6 +29,28 @@ pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The folder of the stage binaries a benchmark runs: `dir`, or by default the
+/// benchmark's own folder; fails naming the first of `stages` missing there and the
+/// `build` command that makes them.
+pub fn stage_binaries(dir: Option<&Path>, stages: &[&str], build: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program has no folder")?
+            .to_path_buf(),
+    };
+    for stage in stages {
+        anyhow::ensure!(
+            dir.join(stage).is_file(),
+            "no {stage} binary in {}; build the stages first: {build}",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// utime + stime of a process (`self` for this one), in clock ticks.

@@ -266,8 +266,7 @@ impl Core {
             &self.offsets,
         )?;
         for (partition, stores) in stores {
-            let clocks = super::clocks::load(&self.shape.app.inputs(), &self.shape.written, &stores);
-            let task = TaskState::new(self.shape.app.as_ref(), partition, stores, clocks, &self.shape.written);
+            let task = TaskState::new(self.shape.app.as_ref(), partition, stores, &self.shape.written);
             self.tasks.insert(partition, task);
         }
         self.metrics.restored_records.inc_by(restored);
@@ -301,8 +300,8 @@ impl Core {
             timestamp_ms: message.timestamp().to_millis(),
         };
         let mark = is_mark(record.key);
-        let (decoded, event_time) = if mark {
-            (Ok(Decoded::none()), None)
+        let decoded = if mark {
+            Ok(Decoded::untyped(None))
         } else {
             super::task_state::decode(self.shape.app.as_ref(), &record)
         };
@@ -311,10 +310,10 @@ impl Core {
             && self.shape.synchronized.iter().any(|input| input == record.topic)
             && let Some(task) = self.tasks.get_mut(&record.partition)
         {
-            task.merge.push(Polled::copy(&record, decoded, event_time, mark));
+            task.merge.push(Polled::copy(&record, decoded, mark));
             return Ok(());
         }
-        self.handle(&record, decoded, event_time, mark)
+        self.handle(&record, decoded, mark)
     }
 
     /// Processes the waiting records of the synchronized inputs, earliest event time
@@ -358,23 +357,17 @@ impl Core {
                 .and_then(|task| task.merge.next(&self.shape.synchronized, max_task_idle))
             {
                 let (record, decoded) = next.take();
-                self.handle(&record.record(), decoded, record.event_time, record.mark)?;
+                self.handle(&record.record(), decoded, record.mark)?;
             }
         }
         Ok(())
     }
 
-    fn handle(
-        &mut self,
-        record: &Record<'_>,
-        decoded: Result<Decoded, Reject>,
-        event_time: Option<Timestamp>,
-        mark: bool,
-    ) -> Result<()> {
+    fn handle(&mut self, record: &Record<'_>, decoded: Result<Decoded, Reject>, mark: bool) -> Result<()> {
         if mark {
             self.apply_mark(record)
         } else {
-            self.process(record, decoded, event_time)
+            self.process(record, decoded)
         }
     }
 
@@ -403,12 +396,7 @@ impl Core {
     }
 
     /// Hands one record to its task and sends what it produced.
-    fn process(
-        &mut self,
-        record: &Record<'_>,
-        decoded: Result<Decoded, Reject>,
-        event_time: Option<Timestamp>,
-    ) -> Result<()> {
+    fn process(&mut self, record: &Record<'_>, decoded: Result<Decoded, Reject>) -> Result<()> {
         let Some(task) = self.tasks.get_mut(&record.partition) else {
             // A record fetched for a partition this worker no longer owns: its offset is
             // not recorded, so its owner reads it again.
@@ -418,7 +406,7 @@ impl Core {
             );
             return Ok(());
         };
-        let processed = task.process(record, decoded, event_time);
+        let processed = task.process(record, decoded);
         if processed.late {
             self.metrics.late_records.inc();
         }

@@ -16,8 +16,7 @@ pub(crate) struct Polled {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) timestamp_ms: Option<i64>,
-    pub(crate) event_time: Option<Timestamp>,
-    /// What the application decoded (nothing for a mark).
+    /// What the application decoded, with the event time (nothing for a mark).
     pub(crate) decoded: Result<Decoded, Reject>,
     /// A watermark mark, not data: applied as soon as it reaches the head of its queue,
     /// so it never counts before the records written ahead of it.
@@ -25,12 +24,7 @@ pub(crate) struct Polled {
 }
 
 impl Polled {
-    pub(crate) fn copy(
-        record: &Record<'_>,
-        decoded: Result<Decoded, Reject>,
-        event_time: Option<Timestamp>,
-        mark: bool,
-    ) -> Self {
+    pub(crate) fn copy(record: &Record<'_>, decoded: Result<Decoded, Reject>, mark: bool) -> Self {
         Polled {
             topic: record.topic.to_string(),
             partition: record.partition,
@@ -38,7 +32,6 @@ impl Polled {
             key: record.key.map(<[u8]>::to_vec),
             value: record.value.map(<[u8]>::to_vec),
             timestamp_ms: record.timestamp_ms,
-            event_time,
             decoded,
             mark,
         }
@@ -46,8 +39,14 @@ impl Polled {
 
     /// The decoded value, taken out; the record stays to be read.
     pub(crate) fn take(mut self) -> (Self, Result<Decoded, Reject>) {
-        let decoded = std::mem::replace(&mut self.decoded, Ok(Decoded::none()));
+        let decoded = std::mem::replace(&mut self.decoded, Ok(Decoded::untyped(None)));
         (self, decoded)
+    }
+
+    /// The record's event time, as its application decoded it (none for a mark or a
+    /// record that did not decode).
+    pub(crate) fn event_time(&self) -> Option<Timestamp> {
+        self.decoded.as_ref().ok().and_then(Decoded::event_time)
     }
 
     pub(crate) fn record(&self) -> Record<'_> {
@@ -107,7 +106,7 @@ impl Merge {
             .iter()
             .map(|input| {
                 let head = self.waiting.get(input).and_then(VecDeque::front)?;
-                Some(head.event_time.unwrap_or(Timestamp(i64::MIN)))
+                Some(head.event_time().unwrap_or(Timestamp(i64::MIN)))
             })
             .collect();
         let (earliest, some_empty) = earliest_head(&heads);
@@ -159,8 +158,7 @@ mod tests {
             key: None,
             value: None,
             timestamp_ms: None,
-            event_time: Some(Timestamp(at)),
-            decoded: Ok(Decoded::none()),
+            decoded: Ok(Decoded::untyped(Some(Timestamp(at)))),
             mark,
         }
     }

@@ -53,35 +53,24 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Decodes a record once (a panic is a rejection), and finds its event time: the
-/// decoded value's, or for a record left undecoded the application's reading of it.
-pub(crate) fn decode(app: &dyn Application, record: &Record<'_>) -> (Result<Decoded, Reject>, Option<Timestamp>) {
-    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| app.decode(record))).unwrap_or_else(|panic| {
+/// Decodes a record once; a panic of the application's decoder is a rejection.
+pub(crate) fn decode(app: &dyn Application, record: &Record<'_>) -> Result<Decoded, Reject> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| app.decode(record))).unwrap_or_else(|panic| {
         Err(Reject(format!(
             "the stage panicked decoding it: {}",
             panic_message(&panic)
         )))
-    });
-    let event_time = match &decoded {
-        Ok(d) if d.is_none() => std::panic::catch_unwind(AssertUnwindSafe(|| app.event_time(record))).unwrap_or(None),
-        Ok(d) => d.event_time(),
-        Err(_) => None,
-    };
-    (decoded, event_time)
+    })
 }
 
 impl TaskState {
-    /// The task of `partition`, on `stores` and the `clocks` restored with them.
-    pub(crate) fn new(
-        app: &dyn Application,
-        partition: i32,
-        stores: Stores,
-        clocks: Clocks,
-        written: &BTreeSet<String>,
-    ) -> Self {
+    /// The task of `partition` on `stores`, its inputs' watermarks read back from them
+    /// (those in `written` are written by stage tasks).
+    pub(crate) fn new(app: &dyn Application, partition: i32, stores: Stores, written: &BTreeSet<String>) -> Self {
+        let inputs = app.inputs();
+        let clocks = super::clocks::load(&inputs, written, &stores);
         let now = Instant::now();
-        let quiet_since = app
-            .inputs()
+        let quiet_since = inputs
             .into_iter()
             .filter(|input| !written.contains(input))
             .map(|input| (input, now))
@@ -114,14 +103,9 @@ impl TaskState {
     /// Hands one data record to the task, with what [`decode`] made of it. A rejected
     /// record (one that did not decode, a [`Reject`], a panic, an output the broker would
     /// refuse) leaves no trace in the stores and sends nothing.
-    pub(crate) fn process(
-        &mut self,
-        record: &Record<'_>,
-        decoded: Result<Decoded, Reject>,
-        event_time: Option<Timestamp>,
-    ) -> Processed {
+    pub(crate) fn process(&mut self, record: &Record<'_>, decoded: Result<Decoded, Reject>) -> Processed {
         let mut late = false;
-        if let Some(at) = event_time
+        if let Some(at) = decoded.as_ref().ok().and_then(Decoded::event_time)
             && let Some(clock) = self.clocks.clock_mut(record.topic)
         {
             late = clock.observe(at);

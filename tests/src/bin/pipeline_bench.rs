@@ -32,7 +32,9 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use sales_tests::bench::{clock_ticks, local_brokers, machine_ticks, percentile, process_ticks, tail, thread_ticks};
+use sales_tests::bench::{
+    clock_ticks, local_brokers, machine_ticks, percentile, process_ticks, stage_binaries, tail, thread_ticks,
+};
 use sales_tests::{free_local_addr, http_get};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -199,20 +201,7 @@ async fn bench(cli: &Cli, rate: u32) -> anyhow::Result<Summary> {
     let topics = kafka.topic_names()?;
     let logs = std::env::temp_dir().join("sales-bench-pipeline").join(&run_id);
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let bin_dir = match &cli.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this program has no folder")?
-            .to_path_buf(),
-    };
-    for stage in STAGES {
-        anyhow::ensure!(
-            bin_dir.join(stage).is_file(),
-            "no {stage} binary in {}; build the stages first: cargo build --release --locked --bins",
-            bin_dir.display()
-        );
-    }
+    let bin_dir = stage_binaries(cli.bin_dir.as_deref(), &STAGES, "cargo build --release --locked --bins")?;
     eprintln!(
         "pipeline_bench: topics {}*, stage logs in {}",
         kafka.topic_prefix,

@@ -31,7 +31,9 @@ use kafka_runtime::watermark::is_mark;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use sales_tests::bench::{PassThrough, clock_ticks, load_average, local_brokers, process_ticks, status_bytes, tail};
+use sales_tests::bench::{
+    PassThrough, clock_ticks, load_average, local_brokers, process_ticks, stage_binaries, status_bytes, tail,
+};
 use sales_tests::{InProcessWorker, free_local_addr, http_get, metric_value};
 use schemas::records::{EventName, OrganizationSettings};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
@@ -217,20 +219,11 @@ fn prepare(cli: &Cli) -> anyhow::Result<Run> {
     kafka.topic_prefix = format!("{id}.");
     let logs = std::env::temp_dir().join("sales-bench-stages").join(&id);
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let bin_dir = match &cli.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this program has no folder")?
-            .to_path_buf(),
-    };
-    for stage in ["enricher", "attributor", "reporter"] {
-        anyhow::ensure!(
-            bin_dir.join(stage).is_file(),
-            "no {stage} binary in {}; build the stages first: cargo build --release --locked -p enricher -p attributor -p reporter --bins",
-            bin_dir.display()
-        );
-    }
+    let bin_dir = stage_binaries(
+        cli.bin_dir.as_deref(),
+        &["enricher", "attributor", "reporter"],
+        "cargo build --release --locked -p enricher -p attributor -p reporter --bins",
+    )?;
     Ok(Run {
         id,
         kafka,
