@@ -93,3 +93,27 @@ impl BrokerProbe {
         }
     }
 }
+
+/// Has a new client connect to one of the cluster's brokers now, by asking for `topic`'s
+/// metadata (a topic known to exist, so nothing is created and the answer is small)
+/// until a broker known by its id answers.
+///
+/// librdkafka lets go of its bootstrap connection as soon as it has learned the
+/// brokers' ids, failing what was sent on it. A transactional producer looking for its
+/// transaction coordinator, or a consumer for its group's, then finds no broker
+/// connected and tries again only after 500 ms: half a second of a worker's start, on
+/// most starts. Once a learned broker is connected they go on at once. A failure is only
+/// logged: the lookups still happen, later.
+pub(crate) fn connect_now<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topic: &str) {
+    for _ in 0..3 {
+        match client.fetch_metadata(Some(topic), PROBE_TIMEOUT) {
+            // The bootstrap connection answers as broker -1.
+            Ok(metadata) if metadata.orig_broker_id() >= 0 => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, topic, "early metadata request failed");
+                return;
+            }
+        }
+    }
+}

@@ -33,3 +33,10 @@ pub mod watermark;
 pub mod worker;
 
 pub use error::Error;
+
+/// mimalloc serves every allocation of a binary linking the runtime, librdkafka's too
+/// (its `override` feature takes over `malloc` and `free`): a record's buffers are
+/// allocated by a librdkafka thread and freed by the one reading it, and glibc's
+/// allocator makes such frees contend for the allocating thread's arena lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -156,27 +156,89 @@ pub async fn ensure_topics(kafka: &KafkaArgs, partitions: i32, replication: i32)
 
 /// Creates the missing topics of `wanted` and checks the existing ones.
 pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32) -> Result<TopicsReport> {
+    TopicAdmin::new(kafka)?.ensure(wanted, replication).await
+}
+
+/// One admin client for a series of topic lookups and checks (a worker's start makes
+/// several): each client costs a connection, and closing one waits for its polling
+/// thread, which is why the last one is closed off the caller's path.
+pub struct TopicAdmin {
+    admin: Option<Arc<AdminClient<DefaultClientContext>>>,
+    bootstrap_servers: String,
+}
+
+impl std::fmt::Debug for TopicAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicAdmin")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TopicAdmin {
+    fn drop(&mut self) {
+        if let Some(admin) = self.admin.take() {
+            let closing = std::thread::Builder::new()
+                .name("admin-close".into())
+                .spawn(move || drop(admin));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "cannot close the admin client in the background");
+            }
+        }
+    }
+}
+
+impl TopicAdmin {
+    pub fn new(kafka: &KafkaArgs) -> Result<Self> {
+        let admin = kafka
+            .client_config("topic-admin")
+            .create()
+            .map_err(|e| Error::kafka("cannot create the admin client", e))?;
+        Ok(TopicAdmin {
+            admin: Some(Arc::new(admin)),
+            bootstrap_servers: kafka.bootstrap_servers.clone(),
+        })
+    }
+
+    fn client(&self) -> &Arc<AdminClient<DefaultClientContext>> {
+        self.admin
+            .as_ref()
+            .expect("the admin client is only taken when dropped")
+    }
+
+    /// The partition count of every topic of the cluster, read at once.
+    pub async fn partition_counts(&self) -> Result<HashMap<String, i32>> {
+        Ok(topic_partitions(self.client())
+            .await?
+            .into_iter()
+            .map(|(name, shape)| (name, shape.partitions))
+            .collect())
+    }
+
+    /// Creates the missing topics of `wanted` and checks the existing ones.
+    pub async fn ensure(&self, wanted: &[WantedTopic], replication: i32) -> Result<TopicsReport> {
+        ensure_with(self.client(), &self.bootstrap_servers, wanted, replication).await
+    }
+}
+
+async fn ensure_with(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    bootstrap_servers: &str,
+    wanted: &[WantedTopic],
+    replication: i32,
+) -> Result<TopicsReport> {
     if replication < 1 {
         return Err(Error::Config(format!(
             "--replication must be at least 1, got {replication}"
         )));
     }
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
-        kafka
-            .client_config("topic-admin")
-            .create()
-            .map_err(|e| Error::kafka("cannot create the admin client", e))?,
-    );
     let options = AdminOptions::new()
         .operation_timeout(Some(ADMIN_TIMEOUT))
         .request_timeout(Some(ADMIN_TIMEOUT));
 
-    let existing = topic_partitions(&admin).await.map_err(|e| match e {
+    let existing = topic_partitions(admin).await.map_err(|e| match e {
         Error::Kafka { source, .. } => Error::kafka(
-            format!(
-                "cannot read cluster metadata from {} (is Kafka running there?)",
-                kafka.bootstrap_servers
-            ),
+            format!("cannot read cluster metadata from {bootstrap_servers} (is Kafka running there?)"),
             source,
         ),
         other => other,
@@ -228,7 +290,7 @@ pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32)
         .map(|w| w.name.as_str())
         .filter(|name| !created.iter().any(|c| c == name))
         .collect();
-    let observed = observe(&admin, &to_check, &options).await?;
+    let observed = observe(admin, &to_check, &options).await?;
 
     let topics = wanted
         .iter()
@@ -249,15 +311,10 @@ pub async fn ensure(kafka: &KafkaArgs, wanted: &[WantedTopic], replication: i32)
     Ok(TopicsReport { topics })
 }
 
-/// The partition count of `topic`, or `None` when it does not exist.
+/// The partition count of `topic`, or `None` when it does not exist (one lookup; a
+/// series of them shares a [`TopicAdmin`]).
 pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> Result<Option<i32>> {
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
-        kafka
-            .client_config("topic-admin")
-            .create()
-            .map_err(|e| Error::kafka("cannot create the admin client", e))?,
-    );
-    Ok(topic_partitions(&admin).await?.get(topic).map(|shape| shape.partitions))
+    Ok(TopicAdmin::new(kafka)?.partition_counts().await?.get(topic).copied())
 }
 
 /// Assigns every partition of `topic` to `consumer` from `start`, without joining a

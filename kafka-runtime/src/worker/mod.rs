@@ -62,7 +62,7 @@ use crate::config::{KafkaArgs, ProcessingArgs};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::task::Application;
-use crate::topic_admin::{WantedTopic, ensure, partition_count};
+use crate::topic_admin::{TopicAdmin, WantedTopic};
 
 /// How long a worker that stopped heartbeating stays in the group.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,13 +157,17 @@ async fn prepare(kafka: &KafkaArgs, app: Arc<dyn Application>, processing: &Proc
         .into_iter()
         .next()
         .ok_or_else(|| Error::Config("an application needs an input".into()))?;
-    let partitions = partition_count(kafka, &first_input).await?.ok_or_else(|| {
+    // One admin client and one look at the cluster's topics for the whole start.
+    let admin = TopicAdmin::new(kafka)?;
+    let counts = admin.partition_counts().await?;
+    let partition_count = |topic: &str| counts.get(topic).copied();
+    let partitions = partition_count(&first_input).ok_or_else(|| {
         Error::Config(format!(
             "input topic {first_input} does not exist; run `salesctl topics create`"
         ))
     })?;
     for input in app.inputs() {
-        let count = partition_count(kafka, &input).await?;
+        let count = partition_count(&input);
         if count != Some(partitions) {
             return Err(Error::Config(format!(
                 "input {input} has {count:?} partitions but {first_input} has {partitions}; co-partitioned inputs must match"
@@ -187,7 +191,7 @@ async fn prepare(kafka: &KafkaArgs, app: Arc<dyn Application>, processing: &Proc
             cleanup: Cleanup::Compact,
         })
         .collect();
-    let report = ensure(kafka, &wanted, processing.changelog_replication).await?;
+    let report = admin.ensure(&wanted, processing.changelog_replication).await?;
     if let Some((topic, problem)) = report.problems().next() {
         return Err(Error::Config(format!("changelog {topic} {problem}")));
     }
@@ -203,7 +207,7 @@ async fn prepare(kafka: &KafkaArgs, app: Arc<dyn Application>, processing: &Proc
                 "{output} is fed by {stray}, which is not an input"
             )));
         }
-        let count = partition_count(kafka, &output).await?.ok_or_else(|| {
+        let count = partition_count(&output).ok_or_else(|| {
             Error::Config(format!(
                 "output topic {output} does not exist; run `salesctl topics create`"
             ))
@@ -280,11 +284,12 @@ fn run_blocking(
     let group = shape.group_id.clone();
     let member = format!("{group}-{worker_id}");
     ready.fail("starting the transactional producer");
+    let inputs = app.inputs();
     let started = backoff::retry("starting the transactional producer", &ready, &shutdown, || {
         namesake::refuse_a_live_namesake(&config.kafka, &group, &worker_id, SESSION_TIMEOUT)?;
         // Fences any earlier producer with this transactional id and aborts its open
         // transaction.
-        Transaction::init(&config.kafka, &member)
+        Transaction::init(&config.kafka, &member, first_input(&inputs))
     })?;
     let Some(mut tx) = started else {
         return Ok(Ended::Stopped);
@@ -292,7 +297,6 @@ fn run_blocking(
     tx.waits = Some(ready.clone());
     let core = Arc::new(Mutex::new(Core::new(shape, tx, metrics, config.kafka.clone())));
     let ends: Arc<Ends> = Arc::default();
-    let inputs = app.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let consumer = join_group(&config.kafka, &group, &worker_id, &inputs, &core, &ends)?;
     tracing::info!(app = app.id(), group = %group, worker = %worker_id, inputs = ?inputs, "worker started");
@@ -446,6 +450,7 @@ fn join_group(
             ends: Arc::clone(ends),
         })
         .map_err(|e| Error::kafka("cannot create the consumer", e))?;
+    crate::broker::connect_now(consumer.client(), inputs.first().copied().unwrap_or_default());
     consumer
         .subscribe(inputs)
         .map_err(|e| Error::kafka("cannot subscribe", e))?;
@@ -646,9 +651,19 @@ fn renew_producer(core: &mut Core, kafka: &KafkaArgs, worker_id: &str, cause: &E
             DisplayChain(cause)
         )));
     }
-    let fresh = Transaction::init(kafka, &format!("{group}-{worker_id}"))?;
+    let fresh = Transaction::init(
+        kafka,
+        &format!("{group}-{worker_id}"),
+        first_input(&core.shape.app.inputs()),
+    )?;
     core.replace_producer(fresh);
     Ok(())
+}
+
+/// The first input of an application (`prepare` refuses one without), a topic known to
+/// exist.
+fn first_input(inputs: &[String]) -> &str {
+    inputs.first().map_or("", String::as_str)
 }
 
 /// An error and its sources, `: `-separated, for one log line.

@@ -8,32 +8,37 @@
 //! to every partition).
 //!
 //! Every changelog partition of the assignment is read at once by one consumer (a single
-//! start-up, and one fetch serves them all), each from a queue of its own: an
-//! end-of-partition event names the partition but not its topic, so only a queue per
-//! (topic, partition) tells whose end it is. Reader threads, one per core, share the
+//! start-up, and one fetch serves them all), each from a queue of its own, so that its
+//! end is its own, and a batch at a time ([`kafka_batch`]): a per-record poll cost a
+//! queue lock, a clock read and a handle per record. Reader threads, one per core, share the
 //! queues out; each gathers its records per store and builds the store's maps once, from
 //! the keys in order, when its partitions are read ([`crate::store::KvStore::rebuild`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::base_consumer::PartitionQueue;
+use kafka_batch::{Event, PartitionBatches, Record as BatchRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::values::Timestamp;
 
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
-use crate::store::{EXPIRES_AT_HEADER, KvStore, Rebuild};
+use crate::store::{KvStore, Rebuild};
 use crate::task::{StoreSpec, Stores};
 
 /// Key and header of the checkpoint records.
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
 pub(crate) const CHECKPOINT_HEADER: &str = "checkpoint";
+/// The header names as the C API looks them up ([`CHECKPOINT_HEADER`] and
+/// [`crate::store::EXPIRES_AT_HEADER`]; a test checks they agree).
+const CHECKPOINT_HEADER_C: &CStr = c"checkpoint";
+const EXPIRES_AT_HEADER_C: &CStr = c"expires-at";
 
 /// How long a restore may take before the worker gives up.
 const RESTORE_BOUND: Duration = Duration::from_secs(600);
@@ -97,7 +102,7 @@ impl Wake {
 struct Source<'a, 's> {
     topic: &'a str,
     partition: i32,
-    queue: PartitionQueue<QuietEof>,
+    queue: PartitionBatches<QuietEof>,
     records: Rebuild,
     /// The input offsets of the latest checkpoint read.
     checkpoint: Option<HashMap<String, i64>>,
@@ -112,36 +117,45 @@ impl Source<'_, '_> {
     /// read and how many of them were store records.
     fn read(&mut self, committed: &HashMap<(String, i32), i64>) -> Result<(usize, u64)> {
         let (mut events, mut restored) = (0, 0);
-        while events < TURN && !self.done {
-            let Some(event) = self.queue.poll(Duration::ZERO) else {
-                break;
-            };
-            events += 1;
-            match event {
-                Ok(message) => restored += take(&mut self.records, &mut self.checkpoint, &message),
+        let mut fatal = None;
+        while events < TURN && !self.done && fatal.is_none() {
+            let (records, checkpoint, done) = (&mut self.records, &mut self.checkpoint, &mut self.done);
+            let (topic, partition) = (self.topic, self.partition);
+            let read = self.queue.drain(TURN - events, |event| match event {
+                Event::Record(record) => restored += take(records, checkpoint, &record),
                 // With read_committed the end is the last stable offset: everything
                 // committed is read, nothing of an open or aborted transaction.
-                Err(KafkaError::PartitionEOF(_)) => {
+                Event::End => {
                     // The end, unless the committed transaction's records are not all
                     // visible yet: then more arrive, and another end after them.
-                    self.done = match &self.checkpoint {
+                    *done = match &*checkpoint {
                         // A changelog without checkpoints (a store new in this version)
                         // has nothing to wait for.
                         None => true,
                         Some(seen) => committed
                             .iter()
-                            .filter(|((_, p), _)| *p == self.partition)
+                            .filter(|((_, p), _)| *p == partition)
                             .all(|((input, _), offset)| seen.get(input).is_some_and(|at| at >= offset)),
                     };
                 }
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
-                    return Err(Error::kafka(format!("cannot read {}", self.topic), e));
+                Event::Error(code @ RDKafkaErrorCode::Fatal) => {
+                    fatal.get_or_insert(code);
                 }
                 // A broker restarting or a slow network: keep reading until the deadline.
-                Err(e) => {
-                    tracing::warn!(error = %e, topic = %self.topic, partition = self.partition, "restore read failed; retrying");
+                Event::Error(code) => {
+                    tracing::warn!(error = %code, topic, partition, "restore read failed; retrying");
                 }
+            });
+            if read == 0 {
+                break;
             }
+            events += read;
+        }
+        if let Some(code) = fatal {
+            return Err(Error::kafka(
+                format!("cannot read {}", self.topic),
+                KafkaError::MessageConsumptionFatal(code),
+            ));
         }
         Ok((events, restored))
     }
@@ -149,32 +163,23 @@ impl Source<'_, '_> {
 
 /// Takes a changelog record: a checkpoint, or a record of the store. Returns how many
 /// store records it was (0 or 1).
-fn take(records: &mut Rebuild, checkpoint: &mut Option<HashMap<String, i64>>, message: &BorrowedMessage<'_>) -> u64 {
-    // One pass over the headers for both the checkpoint mark and the expiry.
-    let (mut is_checkpoint, mut expires_at) = (false, None);
-    if let Some(headers) = message.headers() {
-        for header in headers.iter() {
-            if header.key == CHECKPOINT_HEADER {
-                is_checkpoint = true;
-                break;
-            }
-            if expires_at.is_none() && header.key == EXPIRES_AT_HEADER {
-                expires_at = header
-                    .value
-                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                    .map(|b| Timestamp(i64::from_be_bytes(b)));
-            }
-        }
-    }
-    if is_checkpoint {
-        let text = String::from_utf8_lossy(message.payload().unwrap_or_default());
+fn take(records: &mut Rebuild, checkpoint: &mut Option<HashMap<String, i64>>, record: &BatchRecord<'_>) -> u64 {
+    let Some(key) = record.key() else {
+        return 0;
+    };
+    // Only a checkpoint has the checkpoint key; the header tells it from a store key
+    // that happens to be the same bytes.
+    if key == CHECKPOINT_KEY && record.header(CHECKPOINT_HEADER_C).is_some() {
+        let text = String::from_utf8_lossy(record.payload().unwrap_or_default());
         *checkpoint = Some(decode_checkpoint(&text));
         return 0;
     }
-    let Some(key) = message.key() else {
-        return 0;
-    };
-    records.push(key.to_vec(), message.payload().map(<[u8]>::to_vec), expires_at);
+    let expires_at = record
+        .header(EXPIRES_AT_HEADER_C)
+        .flatten()
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(|b| Timestamp(i64::from_be_bytes(b)));
+    records.push(key.to_vec(), record.payload().map(<[u8]>::to_vec), expires_at);
     1
 }
 
@@ -252,13 +257,12 @@ pub(crate) fn restore(
         for partition in partitions {
             // Split before the first poll: the partition's records and its end then
             // only ever reach its own queue.
-            let mut queue = consumer
-                .split_partition_queue(topic, *partition)
+            let mut queue = PartitionBatches::split(&consumer, topic, *partition)
                 .ok_or_else(|| Error::Task(format!("no queue for {topic} [{partition}]")))?;
             let share = &mut shares[next % readers];
             next += 1;
             let wake = Arc::clone(&share.wake);
-            queue.set_nonempty_callback(move || wake.ring());
+            queue.on_nonempty(move || wake.ring());
             share.sources.push(Source {
                 topic,
                 partition: *partition,
@@ -395,7 +399,7 @@ impl Share<'_, '_> {
         committed: &HashMap<(String, i32), i64>,
         deadline: Instant,
         stop: &AtomicBool,
-    ) -> Result<Option<(u64, Vec<PartitionQueue<QuietEof>>)>> {
+    ) -> Result<Option<(u64, Vec<PartitionBatches<QuietEof>>)>> {
         let mut restored = 0u64;
         while self.sources.iter().any(|s| !s.done) {
             if stop.load(Ordering::Relaxed) {
@@ -459,6 +463,7 @@ fn decode_checkpoint(text: &str) -> HashMap<String, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::EXPIRES_AT_HEADER;
 
     #[test]
     fn a_checkpoint_holds_the_offsets_of_its_partition_only() {
@@ -473,6 +478,12 @@ mod tests {
             decode_checkpoint(&text),
             HashMap::from([("t.in".to_string(), 42), ("t.other".to_string(), 7)])
         );
+    }
+
+    #[test]
+    fn the_headers_looked_up_are_the_ones_written() {
+        assert_eq!(CHECKPOINT_HEADER_C.to_str(), Ok(CHECKPOINT_HEADER));
+        assert_eq!(EXPIRES_AT_HEADER_C.to_str(), Ok(EXPIRES_AT_HEADER));
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn is_fenced(e: &KafkaError) -> bool {
 impl Transaction {
     /// The transactional producer `transactional_id`; fences any earlier producer with
     /// that id and aborts its open transaction.
-    pub(crate) fn init(kafka: &crate::config::KafkaArgs, transactional_id: &str) -> Result<Self> {
+    pub(crate) fn init(kafka: &crate::config::KafkaArgs, transactional_id: &str, known_topic: &str) -> Result<Self> {
         let producer: ThreadedProducer<DefaultProducerContext> = kafka
             .client_config(transactional_id)
             .set("transactional.id", transactional_id)
@@ -86,6 +86,7 @@ impl Transaction {
             .set("retry.backoff.ms", "5")
             .create()
             .map_err(|e| Error::kafka("cannot create the transactional producer", e))?;
+        crate::broker::connect_now(producer.client(), known_topic);
         producer
             .init_transactions(CALL_TIMEOUT)
             .map_err(|e| classify(e, "cannot initialize transactions"))?;
