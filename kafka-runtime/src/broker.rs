@@ -117,3 +117,37 @@ pub(crate) fn connect_now<C: rdkafka::ClientContext>(client: &rdkafka::client::C
         }
     }
 }
+
+/// How often [`nudging`] asks, and how long it waits for an answer.
+const NUDGE_INTERVAL: Duration = Duration::from_millis(20);
+const NUDGE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Runs `f` (a blocking call that waits on librdkafka's producer-id state machine, as
+/// `init_transactions` does) while asking for `topic`'s metadata every 20 ms on another
+/// thread. Every metadata answer runs that state machine: a producer id request that
+/// failed is sent again at once instead of after librdkafka's fixed 500 ms, and one in
+/// flight is left alone.
+pub(crate) fn nudging<C: rdkafka::ClientContext, T>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    f: impl FnOnce() -> T,
+) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let nudger = std::thread::Builder::new()
+            .name("nudge".into())
+            .spawn_scoped(scope, || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Briefly: `f` returning waits for this thread.
+                    let _ = client.fetch_metadata(Some(topic), NUDGE_TIMEOUT);
+                    std::thread::sleep(NUDGE_INTERVAL);
+                }
+            });
+        if let Err(e) = nudger {
+            tracing::debug!(error = %e, "cannot start the nudging thread");
+        }
+        let result = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}

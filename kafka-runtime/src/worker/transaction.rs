@@ -87,9 +87,13 @@ impl Transaction {
             .create()
             .map_err(|e| Error::kafka("cannot create the transactional producer", e))?;
         crate::broker::connect_now(producer.client(), known_topic);
-        producer
-            .init_transactions(CALL_TIMEOUT)
-            .map_err(|e| classify(e, "cannot initialize transactions"))?;
+        // After a predecessor killed mid-transaction, the coordinator answers "concurrent
+        // transactions" until it has aborted that transaction, and librdkafka would ask
+        // again only after 500 ms.
+        crate::broker::nudging(producer.client(), known_topic, || {
+            producer.init_transactions(CALL_TIMEOUT)
+        })
+        .map_err(|e| classify(e, "cannot initialize transactions"))?;
         Ok(Transaction {
             producer,
             open: false,
