@@ -136,6 +136,14 @@ impl TaskDriver {
             .expect("a mark is never rejected");
     }
 
+    /// What the worker does before each commit: the task writes into its stores what it
+    /// keeps beside them ([`crate::value_cache::ValueCache`]). [`TaskDriver::store`]
+    /// shows such values as of the last commit.
+    pub fn commit(&mut self) {
+        let outputs = self.state.flush().expect("the task could not write its stores");
+        self.outputs.extend(outputs);
+    }
+
     fn after(&mut self) {
         let outputs = self.state.advanced();
         self.outputs.extend(outputs);
@@ -195,6 +203,7 @@ impl TaskDriver {
     /// watermarks read back from their store, and a new task created on the stores, so
     /// nothing the task kept outside its stores survives (as after a restore).
     pub fn restart(&mut self) {
+        self.commit();
         crate::worker::clocks::save(&self.state.clocks, &mut self.state.stores);
         for (_, store) in self.state.stores.all_mut() {
             store.take_changes();

@@ -11,6 +11,7 @@
 //! - [`topic_admin`]: creates the pipeline's topics and verifies existing ones.
 //! - [`store`]: state stores (key-value, windowed) backed by changelog topics.
 //! - [`task`]: what a stage plugs into the runtime (application, tasks, context).
+//! - [`value_cache`]: a store's values kept decoded and written behind, once a commit.
 //! - [`watermark`]: how far event time has provably advanced, carried across repartitions.
 //! - [`worker`]: the exactly-once consume-transform-produce loop.
 //! - [`driver`]: one task run without a broker, for unit tests of a stage's rules.
@@ -29,6 +30,7 @@ pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod topic_admin;
+pub mod value_cache;
 pub mod watermark;
 pub mod worker;
 

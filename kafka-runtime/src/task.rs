@@ -226,6 +226,18 @@ pub trait Task: Send {
     fn held_since(&mut self, _ctx: &mut TaskContext<'_>, _output: &str) -> Option<Timestamp> {
         None
     }
+
+    /// The record last handed to [`Task::process`] was kept (`true`), or rejected
+    /// (`false`) and its changes to the stores undone: settle what the task keeps beside
+    /// its stores the same way (a [`crate::value_cache::ValueCache`]).
+    fn settle(&mut self, _kept: bool) {}
+
+    /// A commit is about to take the stores' changes: write into the stores what the
+    /// task keeps beside them (a [`crate::value_cache::ValueCache`]'s values). A failure
+    /// fails the commit, and the task starts again from the last one.
+    fn flush(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
+        Ok(())
+    }
 }
 
 /// An output record, sent in the open transaction.
@@ -285,57 +297,6 @@ impl Stores {
             + self.windows.values().map(WindowStore::len).sum::<usize>()
             + self.timers.len()
             + self.watermarks.len()
-    }
-}
-
-/// Decoded values of a key-value store kept beside it, for a value read and rewritten
-/// for many records in a row (the reporter's day): it is decoded once, not at every read.
-/// A kept value counts only while the store holds exactly the bytes it was encoded to,
-/// so a rollback, a restore or any other write of the key is noticed, never served stale.
-#[derive(Debug)]
-pub struct ValueCache<R> {
-    entries: std::collections::HashMap<Vec<u8>, (Vec<u8>, R)>,
-    capacity: usize,
-}
-
-impl<R: schemas::Record> ValueCache<R> {
-    /// A cache of at most `capacity` values (emptied when it would hold more).
-    pub fn new(capacity: usize) -> Self {
-        ValueCache {
-            entries: std::collections::HashMap::new(),
-            capacity,
-        }
-    }
-
-    /// The value under `key` in `store`, taken out of the cache when the store still
-    /// holds what it was encoded to, decoded from the store otherwise.
-    pub fn take(&mut self, ctx: &mut TaskContext<'_>, store: &str, key: &[u8]) -> Result<Option<R>, Reject> {
-        let cached = self.entries.remove(key);
-        let Some(stored) = ctx.store(store).get(key) else {
-            return Ok(None);
-        };
-        match cached {
-            Some((bytes, value)) if bytes == stored => Ok(Some(value)),
-            _ => ctx.load(store, key),
-        }
-    }
-
-    /// Encodes `value` into `store` under `key` (expiring at `expires_at`) and keeps it.
-    pub fn put(
-        &mut self,
-        ctx: &mut TaskContext<'_>,
-        store: &str,
-        key: &[u8],
-        value: R,
-        expires_at: Option<Timestamp>,
-    ) -> Result<(), Reject> {
-        let bytes = encode(&value)?;
-        ctx.store(store).put_expiring(key, bytes.clone(), expires_at);
-        if self.entries.len() >= self.capacity {
-            self.entries.clear();
-        }
-        self.entries.insert(key.to_vec(), (bytes, value));
-        Ok(())
     }
 }
 
@@ -440,45 +401,5 @@ impl TaskContext<'_> {
 
     pub fn cancel(&mut self, at: Timestamp, tag: &[u8]) {
         self.stores.timers.delete(&time_key(at, tag));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use schemas::records::SeenEvent;
-
-    use super::*;
-
-    #[test]
-    fn a_cached_value_is_served_only_while_the_store_holds_its_bytes() {
-        let mut stores = Stores::new(&StoreSpec::key_value(&["s"]));
-        let clocks = Clocks::default();
-        let mut outputs = Vec::new();
-        let mut ctx = TaskContext {
-            partition: 0,
-            clocks: &clocks,
-            stores: &mut stores,
-            outputs: &mut outputs,
-        };
-        let seen = |micros| SeenEvent {
-            seen_at: Timestamp(micros),
-        };
-        let mut cache = ValueCache::<SeenEvent>::new(8);
-        cache.put(&mut ctx, "s", b"k", seen(1), None).unwrap();
-        assert_eq!(cache.take(&mut ctx, "s", b"k").unwrap(), Some(seen(1)));
-        assert_eq!(
-            ctx.load::<SeenEvent>("s", b"k").unwrap(),
-            Some(seen(1)),
-            "written through"
-        );
-
-        cache.put(&mut ctx, "s", b"k", seen(2), None).unwrap();
-        // Written behind the cache's back (as a rollback or a restore would).
-        ctx.store("s").put(b"k", encode(&seen(3)).unwrap());
-        assert_eq!(cache.take(&mut ctx, "s", b"k").unwrap(), Some(seen(3)));
-
-        cache.put(&mut ctx, "s", b"k", seen(4), None).unwrap();
-        ctx.store("s").delete(b"k");
-        assert_eq!(cache.take(&mut ctx, "s", b"k").unwrap(), None);
     }
 }

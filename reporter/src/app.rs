@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::settings::Organizations;
-use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, ValueCache, encode};
+use kafka_runtime::task::{Application, Decoded, Record, Reject, StoreSpec, Task, TaskContext, encode};
+use kafka_runtime::value_cache::ValueCache;
 use schemas::keys;
 use schemas::records::{AttributedOrder, DailySalesReport, ReportState, SeenEvent, WinsCounter};
 use schemas::topics::{Topic, TopicNames};
@@ -106,7 +107,7 @@ impl Application for Reporter {
     fn create_task(&self, _partition: i32) -> Box<dyn Task> {
         Box::new(ReporterTask {
             shared: Arc::clone(&self.shared),
-            days: ValueCache::new(DAYS_CACHED),
+            days: ValueCache::new(DAYS, DAYS_CACHED),
         })
     }
 
@@ -120,12 +121,13 @@ impl Application for Reporter {
 
 struct ReporterTask {
     shared: Arc<Shared>,
-    /// The days last written, decoded: every order of a day rewrites it.
+    /// The days last written, decoded and written behind: every order of a day changes
+    /// it, and it is encoded once a commit.
     days: ValueCache<ReportState>,
 }
 
-/// Days kept decoded per task at most (an organization's days being filled at once are
-/// a few; a backlog's are in time order).
+/// Days kept decoded per task at most besides those changed since the last commit (an
+/// organization's days being filled at once are a few; a backlog's are in time order).
 const DAYS_CACHED: usize = 256;
 
 impl Task for ReporterTask {
@@ -151,7 +153,7 @@ impl Task for ReporterTask {
         let key = keys::org_date(&order.organization_id, &date.to_string());
         let mut day: ReportState = self
             .days
-            .take(ctx, DAYS, key.as_bytes())?
+            .take(ctx, key.as_bytes())?
             .unwrap_or_else(|| rollup::new_day(&order.organization_id, date, tz));
         rollup::add_order(&mut day, &order);
         if day.published_revision.is_some() {
@@ -168,7 +170,7 @@ impl Task for ReporterTask {
             let publish_at = day_end.after(self.shared.grace);
             ctx.schedule(publish_at, key.as_bytes());
         }
-        self.days.put(ctx, DAYS, key.as_bytes(), day, Some(kept_until))?;
+        self.days.put(key.as_bytes(), day, Some(kept_until));
 
         let org = order.organization_id.as_bytes();
         let counter: Option<WinsCounter> = ctx.load(WINS, org)?;
@@ -180,11 +182,19 @@ impl Task for ReporterTask {
         Ok(())
     }
 
+    fn settle(&mut self, kept: bool) {
+        self.days.settle(kept);
+    }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<(), Reject> {
+        self.days.flush(ctx)
+    }
+
     /// A day closed: publish its report; or late orders for a published day were
     /// gathered: publish it again with the next revision.
     fn on_timer(&mut self, ctx: &mut TaskContext<'_>, _at: Timestamp, tag: &[u8]) {
         let result = (|| -> Result<(), Reject> {
-            let Some(mut day) = self.days.take(ctx, DAYS, tag)? else {
+            let Some(mut day) = self.days.take(ctx, tag)? else {
                 return Ok(());
             };
             let revision = day.published_revision.is_some();
@@ -205,7 +215,8 @@ impl Task for ReporterTask {
                 .map_err(|e| Reject(format!("a day with a bad date {:?}: {e}", day.date)))?;
             let day_end = rollup::day_end(date, rollup::timezone(Some(&day.timezone)));
             let kept_until = day_end.after(self.shared.retention);
-            self.days.put(ctx, DAYS, tag, day, Some(kept_until))
+            self.days.put(tag, day, Some(kept_until));
+            Ok(())
         })();
         if let Err(Reject(reason)) = result {
             tracing::error!(%reason, day = %String::from_utf8_lossy(tag), "a day's report could not be published");

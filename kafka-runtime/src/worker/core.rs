@@ -116,6 +116,16 @@ impl Core {
     /// Writes the stores' changes to their changelogs, the watermark marks to the
     /// watermarked outputs, adds the input offsets, and commits the transaction.
     pub(crate) fn commit(&mut self, group: &ConsumerGroupMetadata) -> Result<()> {
+        let mut flushed = Vec::new();
+        for (partition, task) in &mut self.tasks {
+            let outputs = task.flush().map_err(|Reject(reason)| {
+                Error::Task(format!(
+                    "task {partition} could not write its stores before the commit: {reason}"
+                ))
+            })?;
+            flushed.extend(outputs);
+        }
+        self.send_outputs(flushed)?;
         let marks = self.marks();
         let mut changes = Vec::new();
         for (partition, task) in &mut self.tasks {

@@ -154,6 +154,7 @@ impl TaskState {
                 store.release();
             }
         }
+        self.task.settle(outcome.is_ok());
         match outcome {
             Ok(()) => Processed {
                 outputs,
@@ -167,6 +168,15 @@ impl TaskState {
                 late,
             },
         }
+    }
+
+    /// Has the task write into its stores what it keeps beside them, before a commit
+    /// takes their changes; returns what it sent meanwhile.
+    pub(crate) fn flush(&mut self) -> Result<Vec<Output>, Reject> {
+        let mut outputs = Vec::new();
+        let (task, mut ctx) = self.context(&mut outputs);
+        task.flush(&mut ctx)?;
+        Ok(outputs)
     }
 
     /// A writer's mark read from `topic`: raises that input's watermark. Returns false
@@ -209,6 +219,8 @@ impl TaskState {
                 tracing::error!(panic = %panic_message(&panic), "a timer panicked; it is dropped");
             }
         }
+        // What the watermark and the timers changed is kept: no record to reject.
+        self.task.settle(true);
         for (_, store) in self.stores.all_mut() {
             store.expire(watermark);
         }
