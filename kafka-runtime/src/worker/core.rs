@@ -25,6 +25,10 @@ use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
 /// How often idle inputs are looked at at most (see [`Core::advance_idle`]).
 const IDLE_CHECK: Duration = Duration::from_millis(20);
+/// How long after the consumer got its connection to a partition's leader back that
+/// partition may be idle-advanced: the writers' producers lost it too, and send what
+/// they held meanwhile once they are back, librdkafka's reconnect backoff growing to 10 s.
+const LEADER_SETTLE: Duration = Duration::from_secs(10);
 /// How much of a poison record's key and value its dead letter keeps.
 const DEAD_LETTER_BYTES: usize = 256 * 1024;
 
@@ -469,7 +473,9 @@ impl Core {
     /// Source inputs with nothing waiting, quiet for the idle advance and read to the
     /// end of their partition (as the consumer's latest statistics, `ends`, tell) take
     /// the wall clock minus the allowed lateness as their watermark, so timers and
-    /// expiry still happen without new records. Never while records wait.
+    /// expiry still happen without new records. Never while records wait, nor within
+    /// [`LEADER_SETTLE`] of the consumer getting its connection to the partition's
+    /// leader back (the writers' records held meanwhile are still to come).
     pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
         // Called on every turn of the loop, but the idle advance works in seconds: a look
         // every few tens of milliseconds is as good, and spares a clock read per input
@@ -499,9 +505,9 @@ impl Core {
                 let ends =
                     ends.get_or_insert_with(|| ends_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
                 let key = (input.clone(), *partition);
-                let caught_up = ends
-                    .get(&key)
-                    .is_some_and(|end| end.caught_up(self.offsets.get(&key).copied()));
+                let caught_up = ends.get(&key).is_some_and(|end| {
+                    end.caught_up(self.offsets.get(&key).copied()) && end.leader_settled(LEADER_SETTLE)
+                });
                 if caught_up
                     && let Some(clock) = task.clocks.clock_mut(input)
                     && clock.advance_to(to)

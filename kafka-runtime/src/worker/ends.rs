@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Where the consumer stands in one partition, from its latest statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,10 @@ pub(crate) struct PartitionEnd {
     pub(crate) delivered: i64,
     /// The partition's last stable offset: the end a `read_committed` reader reaches.
     pub(crate) stable_end: i64,
+    /// Since when the consumer has been connected to the partition's leader (`None`:
+    /// not connected, or the leader unknown). While it is not, the offsets above are
+    /// the last ones known, and what the writers send meanwhile waits in their producers.
+    pub(crate) leader_up_since: Option<Instant>,
 }
 
 impl PartitionEnd {
@@ -32,7 +37,16 @@ impl PartitionEnd {
         }
         self.delivered + 1 >= self.next_fetch && processed.is_some_and(|p| p + 1 >= self.delivered)
     }
+
+    /// Whether the consumer has been connected to the partition's leader for `settle`
+    /// at least: only then does a quiet partition mean that nothing is being written.
+    pub(crate) fn leader_settled(&self, settle: Duration) -> bool {
+        self.leader_up_since.is_some_and(|since| since.elapsed() >= settle)
+    }
 }
+
+/// How long ago a connection never lost counts as made.
+const NEVER_LOST: Duration = Duration::from_secs(24 * 3600);
 
 /// The latest [`PartitionEnd`] of every (topic, partition) the consumer reads.
 pub(crate) type Ends = Mutex<HashMap<(String, i32), PartitionEnd>>;
@@ -47,6 +61,27 @@ pub(crate) fn update(ends: &Ends, statistics: &[u8]) {
     let Some(topics) = stats.get("topics").and_then(serde_json::Value::as_object) else {
         return;
     };
+    // Since when each broker (by node id) has been connected, from its state's age; a
+    // connection never lost counts as settled (a fresh start has nothing in flight).
+    let now = Instant::now();
+    let up_since: HashMap<i64, Instant> = stats
+        .get("brokers")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flat_map(|brokers| brokers.values())
+        .filter(|broker| broker.get("state").and_then(serde_json::Value::as_str) == Some("UP"))
+        .filter_map(|broker| {
+            let node = broker.get("nodeid").and_then(serde_json::Value::as_i64)?;
+            let age = broker.get("stateage").and_then(serde_json::Value::as_u64)?;
+            let never_lost = broker.get("disconnects").and_then(serde_json::Value::as_u64) == Some(0);
+            let age = if never_lost {
+                NEVER_LOST
+            } else {
+                Duration::from_micros(age)
+            };
+            Some((node, now.checked_sub(age).unwrap_or(now)))
+        })
+        .collect();
     let mut ends = ends.lock().unwrap_or_else(PoisonError::into_inner);
     for (name, topic) in topics {
         let Some(partitions) = topic.get("partitions").and_then(serde_json::Value::as_object) else {
@@ -63,12 +98,14 @@ pub(crate) fn update(ends: &Ends, statistics: &[u8]) {
                 continue;
             };
             if partition >= 0 {
+                let leader_up_since = offset("leader").and_then(|leader| up_since.get(&leader).copied());
                 ends.insert(
                     (name.clone(), partition),
                     PartitionEnd {
                         next_fetch,
                         delivered,
                         stable_end,
+                        leader_up_since,
                     },
                 );
             }
@@ -85,6 +122,7 @@ mod tests {
             next_fetch,
             delivered,
             stable_end,
+            leader_up_since: None,
         }
     }
 
@@ -114,5 +152,30 @@ mod tests {
         let ends = ends.lock().unwrap();
         assert_eq!(ends.len(), 1);
         assert_eq!(ends[&("t.in".to_string(), 0)], end(12, 12, 12));
+    }
+
+    #[test]
+    fn a_partition_settles_only_once_its_leader_has_been_connected_long_enough() {
+        let ends = Ends::default();
+        let json = br#"{"brokers": {
+            "b:9092/1": {"nodeid": 1, "state": "UP", "stateage": 30000000, "disconnects": 1},
+            "b:9093/2": {"nodeid": 2, "state": "UP", "stateage": 1000000, "disconnects": 2},
+            "b:9094/3": {"nodeid": 3, "state": "TRY_CONNECT", "stateage": 60000000, "disconnects": 1},
+            "b:9095/4": {"nodeid": 4, "state": "UP", "stateage": 1000000, "disconnects": 0}
+        }, "topics": {"t.in": {"partitions": {
+            "0": {"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": 1},
+            "1": {"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": 2},
+            "2": {"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": 3},
+            "3": {"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": -1},
+            "4": {"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": 4}
+        }}}}"#;
+        update(&ends, json);
+        let ends = ends.lock().unwrap();
+        let settled = |p: i32| ends[&("t.in".to_string(), p)].leader_settled(Duration::from_secs(10));
+        assert!(settled(0), "reconnected 30 s ago");
+        assert!(!settled(1), "reconnected a second ago");
+        assert!(settled(4), "connected a second ago, never lost: a fresh start");
+        assert!(!settled(2), "not connected");
+        assert!(!settled(3), "no leader known");
     }
 }
