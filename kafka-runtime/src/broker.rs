@@ -119,11 +119,11 @@ pub(crate) fn connect_now<C: rdkafka::ClientContext>(client: &rdkafka::client::C
 }
 
 /// How often [`nudging`] asks, and how long it waits for an answer.
-const NUDGE_INTERVAL: Duration = Duration::from_millis(50);
+const NUDGE_INTERVAL: Duration = Duration::from_millis(20);
 const NUDGE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Runs `f` (a blocking call that waits on librdkafka's producer-id state machine, as
-/// `init_transactions` does) while asking for `topic`'s metadata every 50 ms on another
+/// `init_transactions` does) while asking for `topic`'s metadata every 20 ms on another
 /// thread. Every metadata answer runs that state machine: a producer id request that
 /// failed is sent again at once instead of after librdkafka's fixed 500 ms, and one in
 /// flight is left alone.

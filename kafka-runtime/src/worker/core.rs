@@ -25,8 +25,8 @@ use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
 /// How often idle inputs are looked at at most (see [`Core::advance_idle`]).
 const IDLE_CHECK: Duration = Duration::from_millis(20);
-/// How long after the consumer got its connection to a partition's leader back, or the
-/// partition got a new leader, that partition may be idle-advanced: the writers' producers lost it too, and send what
+/// How long after the consumer got its connection to a partition's leader back that
+/// partition may be idle-advanced: the writers' producers lost it too, and send what
 /// they held meanwhile once they are back, librdkafka's reconnect backoff growing to 10 s.
 const LEADER_SETTLE: Duration = Duration::from_secs(10);
 /// How much of a poison record's key and value its dead letter keeps.
@@ -475,8 +475,7 @@ impl Core {
     /// the wall clock minus the allowed lateness as their watermark, so timers and
     /// expiry still happen without new records. Never while records wait, nor within
     /// [`LEADER_SETTLE`] of the consumer getting its connection to the partition's
-    /// leader back or of a new leader (the writers' records held meanwhile are still to
-    /// come).
+    /// leader back (the writers' records held meanwhile are still to come).
     pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
         // Called on every turn of the loop, but the idle advance works in seconds: a look
         // every few tens of milliseconds is as good, and spares a clock read per input

@@ -19,11 +19,6 @@ pub(crate) struct PartitionEnd {
     /// not connected, or the leader unknown). While it is not, the offsets above are
     /// the last ones known, and what the writers send meanwhile waits in their producers.
     pub(crate) leader_up_since: Option<Instant>,
-    /// The partition's leader (node id, -1 unknown), and since when it leads, if it
-    /// took over while this consumer read the partition: the writers' producers move
-    /// to a new leader on their own time, holding what they send meanwhile.
-    pub(crate) leader: i64,
-    pub(crate) leader_since: Option<Instant>,
 }
 
 impl PartitionEnd {
@@ -47,7 +42,6 @@ impl PartitionEnd {
     /// at least: only then does a quiet partition mean that nothing is being written.
     pub(crate) fn leader_settled(&self, settle: Duration) -> bool {
         self.leader_up_since.is_some_and(|since| since.elapsed() >= settle)
-            && self.leader_since.is_none_or(|since| since.elapsed() >= settle)
     }
 }
 
@@ -104,23 +98,14 @@ pub(crate) fn update(ends: &Ends, statistics: &[u8]) {
                 continue;
             };
             if partition >= 0 {
-                let leader = offset("leader").unwrap_or(-1);
-                let leader_up_since = up_since.get(&leader).copied();
-                let key = (name.clone(), partition);
-                let leader_since = match ends.get(&key) {
-                    Some(before) if before.leader != leader => Some(now),
-                    Some(before) => before.leader_since,
-                    None => None,
-                };
+                let leader_up_since = offset("leader").and_then(|leader| up_since.get(&leader).copied());
                 ends.insert(
-                    key,
+                    (name.clone(), partition),
                     PartitionEnd {
                         next_fetch,
                         delivered,
                         stable_end,
                         leader_up_since,
-                        leader,
-                        leader_since,
                     },
                 );
             }
@@ -138,8 +123,6 @@ mod tests {
             delivered,
             stable_end,
             leader_up_since: None,
-            leader: -1,
-            leader_since: None,
         }
     }
 
@@ -194,28 +177,5 @@ mod tests {
         assert!(settled(4), "connected a second ago, never lost: a fresh start");
         assert!(!settled(2), "not connected");
         assert!(!settled(3), "no leader known");
-    }
-
-    #[test]
-    fn a_partition_whose_leader_moved_is_not_settled_for_a_while() {
-        let ends = Ends::default();
-        let stats = |leader: u8| {
-            format!(
-                r#"{{"brokers": {{
-                    "b:9092/1": {{"nodeid": 1, "state": "UP", "stateage": 60000000, "disconnects": 0}},
-                    "b:9093/2": {{"nodeid": 2, "state": "UP", "stateage": 60000000, "disconnects": 0}}
-                }}, "topics": {{"t.in": {{"partitions": {{
-                    "0": {{"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": {leader}}}
-                }}}}}}}}"#
-            )
-        };
-        let settled =
-            |ends: &Ends| ends.lock().unwrap()[&("t.in".to_string(), 0)].leader_settled(Duration::from_secs(10));
-        update(&ends, stats(1).as_bytes());
-        assert!(settled(&ends), "led by a long-connected broker since the start");
-        update(&ends, stats(1).as_bytes());
-        assert!(settled(&ends));
-        update(&ends, stats(2).as_bytes());
-        assert!(!settled(&ends), "the leader just moved");
     }
 }

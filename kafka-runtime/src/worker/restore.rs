@@ -122,8 +122,6 @@ impl Source<'_, '_> {
             let (records, checkpoint, done) = (&mut self.records, &mut self.checkpoint, &mut self.done);
             let (topic, partition) = (self.topic, self.partition);
             let read = self.queue.drain(TURN - events, |event| match event {
-                // Read up to the checkpoint: what a batch holds past the end is left.
-                _ if *done => {}
                 Event::Record(record) => restored += take(records, checkpoint, &record),
                 // With read_committed the end is the last stable offset: everything
                 // committed is read, nothing of an open or aborted transaction.
