@@ -100,10 +100,11 @@ impl BrokerProbe {
 ///
 /// librdkafka lets go of its bootstrap connection as soon as it has learned the
 /// brokers' ids, failing what was sent on it. A transactional producer looking for its
-/// transaction coordinator, or a consumer for its group's, then finds no broker
-/// connected and tries again only after 500 ms: half a second of a worker's start, on
-/// most starts. Once a learned broker is connected they go on at once. A failure is only
-/// logged: the lookups still happen, later.
+/// transaction coordinator then finds no broker connected and tries again only after
+/// 500 ms: half a second of a worker's start, on most starts. Once a learned broker is
+/// connected it goes on at once. (A consumer's group coordinator lookup starts when the
+/// consumer is created, before any call could help, and keeps its half second.) A
+/// failure is only logged: the lookup still happens, later.
 pub(crate) fn connect_now<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topic: &str) {
     for _ in 0..3 {
         match client.fetch_metadata(Some(topic), PROBE_TIMEOUT) {

@@ -217,98 +217,90 @@ impl TopicAdmin {
 
     /// Creates the missing topics of `wanted` and checks the existing ones.
     pub async fn ensure(&self, wanted: &[WantedTopic], replication: i32) -> Result<TopicsReport> {
-        ensure_with(self.client(), &self.bootstrap_servers, wanted, replication).await
-    }
-}
+        let (admin, bootstrap_servers) = (self.client(), &self.bootstrap_servers);
+        if replication < 1 {
+            return Err(Error::Config(format!(
+                "--replication must be at least 1, got {replication}"
+            )));
+        }
+        let options = AdminOptions::new()
+            .operation_timeout(Some(ADMIN_TIMEOUT))
+            .request_timeout(Some(ADMIN_TIMEOUT));
 
-async fn ensure_with(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    bootstrap_servers: &str,
-    wanted: &[WantedTopic],
-    replication: i32,
-) -> Result<TopicsReport> {
-    if replication < 1 {
-        return Err(Error::Config(format!(
-            "--replication must be at least 1, got {replication}"
-        )));
-    }
-    let options = AdminOptions::new()
-        .operation_timeout(Some(ADMIN_TIMEOUT))
-        .request_timeout(Some(ADMIN_TIMEOUT));
+        let existing = topic_partitions(admin).await.map_err(|e| match e {
+            Error::Kafka { source, .. } => Error::kafka(
+                format!("cannot read cluster metadata from {bootstrap_servers} (is Kafka running there?)"),
+                source,
+            ),
+            other => other,
+        })?;
+        let retention: Vec<Option<String>> = wanted
+            .iter()
+            .map(|w| w.cleanup.retention_ms().map(|ms| ms.to_string()))
+            .collect();
+        // Set on every topic, one replica included: a cluster's brokers may default to 2,
+        // which would leave a topic of one replica unwritable.
+        let min_isr = min_insync_replicas(replication).to_string();
+        let to_create: Vec<NewTopic<'_>> = wanted
+            .iter()
+            .zip(&retention)
+            .filter(|(w, _)| !existing.contains_key(&w.name))
+            .map(|(w, retention)| {
+                let mut topic = NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication))
+                    .set("cleanup.policy", w.cleanup.policy());
+                if let Some(ms) = retention {
+                    topic = topic.set("retention.ms", ms);
+                }
+                topic.set("min.insync.replicas", &min_isr)
+            })
+            .collect();
 
-    let existing = topic_partitions(admin).await.map_err(|e| match e {
-        Error::Kafka { source, .. } => Error::kafka(
-            format!("cannot read cluster metadata from {bootstrap_servers} (is Kafka running there?)"),
-            source,
-        ),
-        other => other,
-    })?;
-    let retention: Vec<Option<String>> = wanted
-        .iter()
-        .map(|w| w.cleanup.retention_ms().map(|ms| ms.to_string()))
-        .collect();
-    // Set on every topic, one replica included: a cluster's brokers may default to 2,
-    // which would leave a topic of one replica unwritable.
-    let min_isr = min_insync_replicas(replication).to_string();
-    let to_create: Vec<NewTopic<'_>> = wanted
-        .iter()
-        .zip(&retention)
-        .filter(|(w, _)| !existing.contains_key(&w.name))
-        .map(|(w, retention)| {
-            let mut topic = NewTopic::new(&w.name, w.partitions, TopicReplication::Fixed(replication))
-                .set("cleanup.policy", w.cleanup.policy());
-            if let Some(ms) = retention {
-                topic = topic.set("retention.ms", ms);
-            }
-            topic.set("min.insync.replicas", &min_isr)
-        })
-        .collect();
-
-    let mut created = Vec::new();
-    if !to_create.is_empty() {
-        let results = admin
-            .create_topics(&to_create, &options)
-            .await
-            .map_err(|e| Error::kafka("cannot create topics", e))?;
-        for result in results {
-            match result {
-                Ok(name) => created.push(name),
-                // Someone else created it between our look and our create: check it below.
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(Error::kafka(
-                        format!("cannot create topic {name}"),
-                        rdkafka::error::KafkaError::AdminOp(code),
-                    ));
+        let mut created = Vec::new();
+        if !to_create.is_empty() {
+            let results = admin
+                .create_topics(&to_create, &options)
+                .await
+                .map_err(|e| Error::kafka("cannot create topics", e))?;
+            for result in results {
+                match result {
+                    Ok(name) => created.push(name),
+                    // Someone else created it between our look and our create: check it below.
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(Error::kafka(
+                            format!("cannot create topic {name}"),
+                            rdkafka::error::KafkaError::AdminOp(code),
+                        ));
+                    }
                 }
             }
         }
+
+        let to_check: Vec<&str> = wanted
+            .iter()
+            .map(|w| w.name.as_str())
+            .filter(|name| !created.iter().any(|c| c == name))
+            .collect();
+        let observed = observe(admin, &to_check, &options).await?;
+
+        let topics = wanted
+            .iter()
+            .map(|w| {
+                let outcome = if created.contains(&w.name) {
+                    TopicOutcome::Created
+                } else {
+                    match observed.get(&w.name) {
+                        Some(seen) => verify(w, seen, replication),
+                        None => TopicOutcome::Mismatch {
+                            problems: vec!["was not found after creation".into()],
+                        },
+                    }
+                };
+                (w.name.clone(), outcome)
+            })
+            .collect();
+        Ok(TopicsReport { topics })
     }
-
-    let to_check: Vec<&str> = wanted
-        .iter()
-        .map(|w| w.name.as_str())
-        .filter(|name| !created.iter().any(|c| c == name))
-        .collect();
-    let observed = observe(admin, &to_check, &options).await?;
-
-    let topics = wanted
-        .iter()
-        .map(|w| {
-            let outcome = if created.contains(&w.name) {
-                TopicOutcome::Created
-            } else {
-                match observed.get(&w.name) {
-                    Some(seen) => verify(w, seen, replication),
-                    None => TopicOutcome::Mismatch {
-                        problems: vec!["was not found after creation".into()],
-                    },
-                }
-            };
-            (w.name.clone(), outcome)
-        })
-        .collect();
-    Ok(TopicsReport { topics })
 }
 
 /// The partition count of `topic`, or `None` when it does not exist (one lookup; a

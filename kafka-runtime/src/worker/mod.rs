@@ -450,7 +450,6 @@ fn join_group(
             ends: Arc::clone(ends),
         })
         .map_err(|e| Error::kafka("cannot create the consumer", e))?;
-    crate::broker::connect_now(consumer.client(), inputs.first().copied().unwrap_or_default());
     consumer
         .subscribe(inputs)
         .map_err(|e| Error::kafka("cannot subscribe", e))?;
