@@ -19,7 +19,7 @@ use super::task_state::TaskState;
 use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
-use crate::store::EXPIRES_AT_HEADER;
+use crate::store::{Change, EXPIRES_AT_HEADER};
 use crate::task::{Application, Decoded, Output, Record, Reject};
 use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
@@ -71,6 +71,8 @@ pub(crate) struct Core {
     touched: BTreeSet<i32>,
     /// When [`Core::advance_idle`] last looked at the tasks.
     idle_checked: Instant,
+    /// Whether the open transaction's changes so far were sent before its commit.
+    pub(crate) changes_sent_early: bool,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) kafka: KafkaArgs,
 }
@@ -87,6 +89,7 @@ impl Core {
             poisoned: false,
             touched: BTreeSet::new(),
             idle_checked: Instant::now(),
+            changes_sent_early: false,
             metrics,
             kafka,
         }
@@ -131,42 +134,18 @@ impl Core {
         }
         self.send_outputs(flushed)?;
         let marks = self.marks();
-        let mut changes = Vec::new();
-        for (partition, task) in &mut self.tasks {
+        for task in self.tasks.values_mut() {
             if std::mem::take(&mut task.clocks_dirty) {
                 super::clocks::save(&task.clocks, &mut task.stores);
             }
-            for (store, kv) in task.stores.all_mut() {
-                for change in kv.take_changes() {
-                    changes.push((*partition, store, change));
-                }
-            }
         }
+        let changes = self.take_changes();
         if !self.tx.is_open() && changes.is_empty() && marks.is_empty() && self.tx.uncommitted == 0 {
             self.tx.nothing_to_commit();
             return Ok(());
         }
         let started = Instant::now();
-        for (partition, store, change) in changes {
-            let topic = self
-                .shape
-                .changelogs
-                .get(store)
-                .ok_or_else(|| Error::Config(format!("no changelog for store {store}")))?;
-            let headers = change.expires_at.map(|at| {
-                OwnedHeaders::new().insert(Header {
-                    key: EXPIRES_AT_HEADER,
-                    value: Some(&at.micros().to_be_bytes()[..]),
-                })
-            });
-            self.tx.send(
-                topic,
-                Some(partition),
-                Some(&change.key),
-                change.value.as_deref(),
-                headers,
-            )?;
-        }
+        self.send_changes(changes)?;
         let key = batch_key(self.shape.app.id());
         for (topic, partitions, batch) in &marks {
             let value = encode_marks(batch);
@@ -193,6 +172,7 @@ impl Core {
         }
         let offsets = offset_list(&self.offsets)?;
         self.tx.commit(&offsets, group)?;
+        self.changes_sent_early = false;
         // Only now are the marks promises downstream: remember them as sent.
         for (topic, _, batch) in marks {
             for mark in batch {
@@ -204,6 +184,54 @@ impl Core {
         self.metrics.commits.inc();
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// The stores' changes since they were last sent, per task partition and store.
+    fn take_changes(&mut self) -> Vec<(i32, &'static str, Change)> {
+        let mut changes = Vec::new();
+        for (partition, task) in &mut self.tasks {
+            for (store, kv) in task.stores.all_mut() {
+                for change in kv.take_changes() {
+                    changes.push((*partition, store, change));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Sends store changes to their changelogs in the open transaction.
+    fn send_changes(&mut self, changes: Vec<(i32, &'static str, Change)>) -> Result<()> {
+        for (partition, store, change) in changes {
+            let topic = self
+                .shape
+                .changelogs
+                .get(store)
+                .ok_or_else(|| Error::Config(format!("no changelog for store {store}")))?;
+            let headers = change.expires_at.map(|at| {
+                OwnedHeaders::new().insert(Header {
+                    key: EXPIRES_AT_HEADER,
+                    value: Some(&at.micros().to_be_bytes()[..]),
+                })
+            });
+            self.tx.send(
+                topic,
+                Some(partition),
+                Some(&change.key),
+                change.value.as_deref(),
+                headers,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends the stores' changes so far into the open transaction, before its commit:
+    /// the transaction takes in their changelog partitions now, off the commit's path
+    /// (each partition new to a transaction costs a round trip to the coordinator, and
+    /// the leader's check with it, before its records can go).
+    pub(crate) fn send_changes_early(&mut self) -> Result<()> {
+        self.changes_sent_early = true;
+        let changes = self.take_changes();
+        self.send_changes(changes)
     }
 
     /// The marks to send, per watermarked output (with its partition count): one for
@@ -257,6 +285,7 @@ impl Core {
         self.metrics.aborts.inc();
         self.tx.aborts_in_a_row += 1;
         self.touched.clear();
+        self.changes_sent_early = false;
         self.offsets.clear();
         let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
         partitions.extend(self.to_restore.take().unwrap_or_default());
