@@ -11,16 +11,16 @@ use rdkafka::message::{Header, OwnedHeaders};
 use schemas::records::DeadLetter;
 use schemas::values::Timestamp;
 
+use super::checkpoint::{CHECKPOINT_HEADER, CHECKPOINT_KEY, Checkpoint};
 use super::ends::Ends;
 use super::merge::Polled;
 use super::metrics::RuntimeMetrics;
-use super::restore::{CHECKPOINT_HEADER, CHECKPOINT_KEY, encode_checkpoint};
 use super::task_state::TaskState;
 use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::{Change, EXPIRES_AT_HEADER};
-use crate::task::{Application, Decoded, Output, Record, Reject};
+use crate::task::{Application, Decoded, Output, Record, Reject, WATERMARKS_STORE};
 use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
 /// How often idle inputs are looked at at most (see [`Core::advance_idle`]).
@@ -69,6 +69,8 @@ pub(crate) struct Core {
     pub(crate) poisoned: bool,
     /// Partitions that processed records in the open transaction.
     touched: BTreeSet<i32>,
+    /// The stores (task partition, store) whose changes the open transaction sent.
+    written: BTreeSet<(i32, &'static str)>,
     /// When [`Core::advance_idle`] last looked at the tasks.
     idle_checked: Instant,
     /// Whether the open transaction's changes so far were sent before its commit.
@@ -88,6 +90,7 @@ impl Core {
             failure: None,
             poisoned: false,
             touched: BTreeSet::new(),
+            written: BTreeSet::new(),
             idle_checked: Instant::now(),
             changes_sent_early: false,
             metrics,
@@ -154,22 +157,7 @@ impl Core {
             }
             self.metrics.marks_sent.inc_by(u64::try_from(*partitions).unwrap_or(0));
         }
-        for partition in std::mem::take(&mut self.touched) {
-            let checkpoint = encode_checkpoint(&self.offsets, partition);
-            for topic in self.shape.changelogs.values() {
-                let header = OwnedHeaders::new().insert(Header {
-                    key: CHECKPOINT_HEADER,
-                    value: Some(&b"1"[..]),
-                });
-                self.tx.send(
-                    topic,
-                    Some(partition),
-                    Some(CHECKPOINT_KEY),
-                    Some(checkpoint.as_bytes()),
-                    Some(header),
-                )?;
-            }
-        }
+        self.send_checkpoints()?;
         let offsets = offset_list(&self.offsets)?;
         self.tx.commit(&offsets, group)?;
         self.changes_sent_early = false;
@@ -202,6 +190,7 @@ impl Core {
     /// Sends store changes to their changelogs in the open transaction.
     fn send_changes(&mut self, changes: Vec<(i32, &'static str, Change)>) -> Result<()> {
         for (partition, store, change) in changes {
+            self.written.insert((partition, store));
             let topic = self
                 .shape
                 .changelogs
@@ -220,6 +209,59 @@ impl Core {
                 change.value.as_deref(),
                 headers,
             )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open transaction's checkpoints ([`super::checkpoint`]): for each task
+    /// partition it touched (processed records or wrote store changes), one into every
+    /// changelog partition it wrote and the anchor naming each store's last.
+    fn send_checkpoints(&mut self) -> Result<()> {
+        let written = std::mem::take(&mut self.written);
+        let mut partitions = std::mem::take(&mut self.touched);
+        partitions.extend(written.iter().map(|(partition, _)| *partition));
+        let anchor = self
+            .shape
+            .changelogs
+            .get(WATERMARKS_STORE)
+            .ok_or_else(|| Error::Config(format!("no changelog for store {WATERMARKS_STORE}")))?
+            .clone();
+        for partition in partitions {
+            let Some(task) = self.tasks.get_mut(&partition) else {
+                continue;
+            };
+            task.lineage.seq += 1;
+            let seq = task.lineage.seq;
+            let stores = written
+                .range((partition, "")..)
+                .take_while(|(p, _)| *p == partition)
+                .map(|(_, store)| *store)
+                .filter(|store| *store != WATERMARKS_STORE);
+            let mut sends = Vec::new();
+            for store in stores {
+                task.lineage.last.insert(store.to_string(), seq);
+                let topic = self
+                    .shape
+                    .changelogs
+                    .get(store)
+                    .ok_or_else(|| Error::Config(format!("no changelog for store {store}")))?;
+                sends.push((topic.clone(), Checkpoint::encode(&self.offsets, partition, seq, None)));
+            }
+            let text = Checkpoint::encode(&self.offsets, partition, seq, Some(&task.lineage.last));
+            sends.push((anchor.clone(), text));
+            for (topic, text) in sends {
+                let header = OwnedHeaders::new().insert(Header {
+                    key: CHECKPOINT_HEADER,
+                    value: Some(&b"1"[..]),
+                });
+                self.tx.send(
+                    &topic,
+                    Some(partition),
+                    Some(CHECKPOINT_KEY),
+                    Some(text.as_bytes()),
+                    Some(header),
+                )?;
+            }
         }
         Ok(())
     }
@@ -285,6 +327,7 @@ impl Core {
         self.metrics.aborts.inc();
         self.tx.aborts_in_a_row += 1;
         self.touched.clear();
+        self.written.clear();
         self.changes_sent_early = false;
         self.offsets.clear();
         let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
@@ -300,7 +343,11 @@ impl Core {
     pub(crate) fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         let started = Instant::now();
         let specs = self.shape.app.stores();
-        let (stores, restored) = super::restore::restore(
+        let super::restore::Restored {
+            stores,
+            mut lineages,
+            records: restored,
+        } = super::restore::restore(
             &self.kafka,
             &self.shape.group_id,
             &specs,
@@ -309,7 +356,8 @@ impl Core {
             &self.offsets,
         )?;
         for (partition, stores) in stores {
-            let task = TaskState::new(self.shape.app.as_ref(), partition, stores, &self.shape.written);
+            let mut task = TaskState::new(self.shape.app.as_ref(), partition, stores, &self.shape.written);
+            task.lineage = lineages.remove(&partition).unwrap_or_default();
             self.tasks.insert(partition, task);
         }
         self.metrics.restored_records.inc_by(restored);

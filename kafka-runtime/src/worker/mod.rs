@@ -31,6 +31,7 @@
 //! [`backoff`] (waiting out the brokers) and [`metrics`].
 
 mod backoff;
+mod checkpoint;
 pub(crate) mod clocks;
 mod core;
 mod ends;

@@ -347,7 +347,9 @@ async fn a_broker_that_stops_answering_gets_503_and_no_202_is_lost() {
     }
 
     broker.signal("STOP");
-    for i in 20..26 {
+    // Most of these meet the frozen broker; on a loaded machine the first one or two
+    // were seen acknowledged (never lost: they are read back below).
+    for i in 20..30 {
         let answer = send(i).await;
         match answer.status {
             202 => {
