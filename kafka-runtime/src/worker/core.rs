@@ -126,6 +126,7 @@ impl Core {
     /// Writes the stores' changes to their changelogs, the watermark marks to the
     /// watermarked outputs, adds the input offsets, and commits the transaction.
     pub(crate) fn commit(&mut self, group: &ConsumerGroupMetadata) -> Result<()> {
+        let begun = Instant::now();
         let mut flushed = Vec::new();
         for (partition, task) in &mut self.tasks {
             let outputs = task.flush().map_err(|Reject(reason)| {
@@ -160,6 +161,7 @@ impl Core {
         self.send_checkpoints()?;
         let offsets = offset_list(&self.offsets)?;
         self.tx.commit(&offsets, group)?;
+        self.tx.last_commit = begun;
         self.changes_sent_early = false;
         // Only now are the marks promises downstream: remember them as sent.
         for (topic, _, batch) in marks {
@@ -434,13 +436,15 @@ impl Core {
                 task.fetched = true;
             }
             // Until then only records of every input at once are taken, earliest first.
-            let max_task_idle = if fetched {
-                self.shape.max_task_idle
-            } else {
+            let max_task_idle = if !fetched {
                 if let Some(task) = self.tasks.get_mut(&partition) {
                     task.merge.restart_wait();
                 }
                 Duration::MAX
+            } else if self.starved_of_records_on_their_way(partition, ends) {
+                Duration::MAX
+            } else {
+                self.shape.max_task_idle
             };
             while let Some(next) = self
                 .tasks
@@ -452,6 +456,28 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Whether an input of the task at `partition` has nothing waiting while its
+    /// records are on their way: the partition holds more than the consumer fetched, or
+    /// its leader is not settled (the writers may hold records for it). Such an input is
+    /// not quiet, it is slow (a fetch behind a large one, a leader moving): the task
+    /// waits for it without the `max_task_idle` bound, as a late record of the other
+    /// input must not overtake earlier records of this one still to come (a late order
+    /// decided before the late chat events written ahead of it).
+    fn starved_of_records_on_their_way(&self, partition: i32, ends: &Ends) -> bool {
+        let Some(task) = self.tasks.get(&partition) else {
+            return false;
+        };
+        let starved = task.merge.starved(&self.shape.synchronized);
+        if starved.is_empty() {
+            return false;
+        }
+        let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        starved.into_iter().any(|input| {
+            ends.get(&(input.clone(), partition))
+                .is_some_and(|end| end.next_fetch < end.stable_end || !end.leader_settled(LEADER_SETTLE))
+        })
     }
 
     fn handle(&mut self, record: &Record<'_>, decoded: Result<Decoded, Reject>, mark: bool) -> Result<()> {
@@ -552,7 +578,8 @@ impl Core {
     /// the wall clock minus the allowed lateness as their watermark, so timers and
     /// expiry still happen without new records. Never while records wait, nor within
     /// [`LEADER_SETTLE`] of the consumer getting its connection to the partition's
-    /// leader back (the writers' records held meanwhile are still to come).
+    /// leader back, or of the partition moving to another leader (the writers' records
+    /// held meanwhile are still to come).
     pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
         // Called on every turn of the loop, but the idle advance works in seconds: a look
         // every few tens of milliseconds is as good, and spares a clock read per input

@@ -87,6 +87,15 @@ impl Merge {
         self.waiting.get(input).is_some_and(|q| !q.is_empty())
     }
 
+    /// The inputs with nothing waiting while another has records: those the task
+    /// waits for before it processes what it has.
+    pub(crate) fn starved<'a>(&self, inputs: &'a [String]) -> Vec<&'a String> {
+        if !inputs.iter().any(|input| self.has_waiting(input)) {
+            return Vec::new();
+        }
+        inputs.iter().filter(|input| !self.has_waiting(input)).collect()
+    }
+
     /// The next entry to hand on: a mark at the head of a queue at once; else the record
     /// with the earliest event time (on a tie, the input named first in `inputs`), once
     /// every input has a record waiting, or once one has had none for `max_task_idle`;
@@ -173,6 +182,17 @@ mod tests {
             "a may still send 5..10"
         );
         assert_eq!(merge.next(&inputs, Duration::ZERO).map(|p| p.offset), Some(0));
+    }
+
+    #[test]
+    fn an_input_is_starved_only_while_another_has_records() {
+        let inputs = ["a".to_string(), "b".to_string()];
+        let mut merge = Merge::default();
+        assert!(merge.starved(&inputs).is_empty(), "nothing waits: nobody starves");
+        merge.push(polled("b", 0, 10, false));
+        assert_eq!(merge.starved(&inputs), [&inputs[0]]);
+        merge.push(polled("a", 0, 5, false));
+        assert!(merge.starved(&inputs).is_empty(), "both have records");
     }
 
     #[test]
