@@ -126,7 +126,6 @@ impl Core {
     /// Writes the stores' changes to their changelogs, the watermark marks to the
     /// watermarked outputs, adds the input offsets, and commits the transaction.
     pub(crate) fn commit(&mut self, group: &ConsumerGroupMetadata) -> Result<()> {
-        let begun = Instant::now();
         let mut flushed = Vec::new();
         for (partition, task) in &mut self.tasks {
             let outputs = task.flush().map_err(|Reject(reason)| {
@@ -161,7 +160,6 @@ impl Core {
         self.send_checkpoints()?;
         let offsets = offset_list(&self.offsets)?;
         self.tx.commit(&offsets, group)?;
-        self.tx.last_commit = begun;
         self.changes_sent_early = false;
         // Only now are the marks promises downstream: remember them as sent.
         for (topic, _, batch) in marks {

@@ -29,9 +29,6 @@ pub(crate) struct Transaction {
     open: bool,
     /// Input records processed in the open transaction.
     pub(crate) uncommitted: u32,
-    /// When the last commit began (set by the caller, which begins it before this
-    /// producer's part): the commit interval runs from there, so a commit's own time
-    /// does not lengthen the cycle, nor the wait of a record that crosses a repartition.
     pub(crate) last_commit: Instant,
     /// Aborts since the last successful commit.
     pub(crate) aborts_in_a_row: u32,
@@ -199,6 +196,7 @@ impl Transaction {
         self.uncommitted = 0;
         self.aborts_in_a_row = 0;
         self.failures_in_a_row = 0;
+        self.last_commit = Instant::now();
         Ok(())
     }
 
