@@ -434,48 +434,24 @@ impl Core {
                 task.fetched = true;
             }
             // Until then only records of every input at once are taken, earliest first.
-            let max_task_idle = if !fetched {
+            let max_task_idle = if fetched {
+                self.shape.max_task_idle
+            } else {
                 if let Some(task) = self.tasks.get_mut(&partition) {
                     task.merge.restart_wait();
                 }
                 Duration::MAX
-            } else if self.starved_of_records_on_their_way(partition, ends) {
-                Duration::MAX
-            } else {
-                self.shape.max_task_idle
             };
-            while let Some(next) = self
-                .tasks
-                .get_mut(&partition)
-                .and_then(|task| task.merge.next(&self.shape.synchronized, max_task_idle))
-            {
+            while let Some(next) = self.tasks.get_mut(&partition).and_then(|task| {
+                task.merge.next(&self.shape.synchronized, max_task_idle, |starved| {
+                    on_their_way(ends, starved, partition)
+                })
+            }) {
                 let (record, decoded) = next.take();
                 self.handle(&record.record(), decoded, record.mark)?;
             }
         }
         Ok(())
-    }
-
-    /// Whether an input of the task at `partition` has nothing waiting while its
-    /// records are on their way: the partition holds more than the consumer fetched, or
-    /// its leader is not settled (the writers may hold records for it). Such an input is
-    /// not quiet, it is slow (a fetch behind a large one, a leader moving): the task
-    /// waits for it without the `max_task_idle` bound, as a late record of the other
-    /// input must not overtake earlier records of this one still to come (a late order
-    /// decided before the late chat events written ahead of it).
-    fn starved_of_records_on_their_way(&self, partition: i32, ends: &Ends) -> bool {
-        let Some(task) = self.tasks.get(&partition) else {
-            return false;
-        };
-        let starved = task.merge.starved(&self.shape.synchronized);
-        if starved.is_empty() {
-            return false;
-        }
-        let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        starved.into_iter().any(|input| {
-            ends.get(&(input.clone(), partition))
-                .is_some_and(|end| end.next_fetch < end.stable_end || !end.leader_settled(LEADER_SETTLE))
-        })
     }
 
     fn handle(&mut self, record: &Record<'_>, decoded: Result<Decoded, Reject>, mark: bool) -> Result<()> {
@@ -629,4 +605,19 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// Whether records of one of the `starved` inputs (with nothing waiting in the task at
+/// `partition` while another input has records) are on their way: the partition holds
+/// more than the consumer fetched, or its leader is not settled (the writers may hold
+/// records for it). Such an input is slow, not quiet (a fetch behind a large one, a
+/// leader moving), and the task waits for it past `max_task_idle`: a late record of
+/// the other input must not overtake earlier records of this one still to come (a late
+/// order decided before the late chat events written ahead of it).
+fn on_their_way(ends: &Ends, starved: &[&String], partition: i32) -> bool {
+    let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    starved.iter().any(|input| {
+        ends.get(&((*input).clone(), partition))
+            .is_some_and(|end| end.next_fetch < end.stable_end || !end.leader_settled(LEADER_SETTLE))
+    })
 }

@@ -61,6 +61,10 @@ impl Polled {
     }
 }
 
+/// How many records of a task may wait for a slow input before the task goes on
+/// without it: enough for seconds of live traffic, little memory.
+pub(crate) const MAX_WAITING: usize = 10_000;
+
 /// The waiting records of one task's synchronized inputs.
 #[derive(Default)]
 pub(crate) struct Merge {
@@ -96,6 +100,11 @@ impl Merge {
         inputs.iter().filter(|input| !self.has_waiting(input)).collect()
     }
 
+    /// How many records wait, over every input.
+    fn waiting_records(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
     /// The next entry to hand on: a mark at the head of a queue at once; else the record
     /// with the earliest event time (on a tie, the input named first in `inputs`), once
     /// every input has a record waiting, or once one has had none for `max_task_idle`;
@@ -103,7 +112,16 @@ impl Merge {
     /// again. A quiet input's watermark does not shorten the wait: when it follows the
     /// wall clock, a record of the other input that is older than the allowed lateness
     /// would otherwise overtake an older record of this one still on its way.
-    pub(crate) fn next(&mut self, inputs: &[String], max_task_idle: Duration) -> Option<Polled> {
+    ///
+    /// Past `max_task_idle` the task still waits while `slow` says that one of the
+    /// empty inputs is slow rather than quiet (its records are on their way), unless
+    /// [`MAX_WAITING`] records already wait: the wait must not hold a backlog in memory.
+    pub(crate) fn next(
+        &mut self,
+        inputs: &[String],
+        max_task_idle: Duration,
+        slow: impl FnOnce(&[&String]) -> bool,
+    ) -> Option<Polled> {
         for input in inputs {
             if let Some(queue) = self.waiting.get_mut(input)
                 && queue.front().is_some_and(|p| p.mark)
@@ -122,7 +140,8 @@ impl Merge {
         let earliest = earliest?;
         if some_empty {
             let since = *self.blocked_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < max_task_idle {
+            if since.elapsed() < max_task_idle || (self.waiting_records() < MAX_WAITING && slow(&self.starved(inputs)))
+            {
                 return None;
             }
         } else {
@@ -178,10 +197,38 @@ mod tests {
         let mut merge = Merge::default();
         merge.push(polled("b", 0, 10, false));
         assert!(
-            merge.next(&inputs, Duration::from_secs(3600)).is_none(),
+            merge.next(&inputs, Duration::from_secs(3600), |_| false).is_none(),
             "a may still send 5..10"
         );
-        assert_eq!(merge.next(&inputs, Duration::ZERO).map(|p| p.offset), Some(0));
+        assert_eq!(
+            merge.next(&inputs, Duration::ZERO, |_| false).map(|p| p.offset),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_slow_input_is_waited_for_past_the_idle_time_but_not_past_a_full_queue() {
+        let inputs = ["a".to_string(), "b".to_string()];
+        let mut merge = Merge::default();
+        merge.push(polled("b", 0, 10, false));
+        assert!(
+            merge
+                .next(&inputs, Duration::ZERO, |starved| starved == [&inputs[0]])
+                .is_none(),
+            "a is slow: its records are on their way"
+        );
+        assert_eq!(
+            merge.next(&inputs, Duration::ZERO, |_| false).map(|p| p.offset),
+            Some(0)
+        );
+        for offset in 1..=i64::try_from(MAX_WAITING).unwrap() {
+            merge.push(polled("b", offset, 10, false));
+        }
+        assert_eq!(
+            merge.next(&inputs, Duration::ZERO, |_| true).map(|p| p.offset),
+            Some(1),
+            "a full queue goes on without the slow input"
+        );
     }
 
     #[test]
@@ -202,7 +249,7 @@ mod tests {
         merge.push(polled("a", 0, 7, false));
         merge.push(polled("b", 0, 3, false));
         merge.push(polled("b", 1, 0, true));
-        let order: Vec<(String, i64)> = std::iter::from_fn(|| merge.next(&inputs, Duration::ZERO))
+        let order: Vec<(String, i64)> = std::iter::from_fn(|| merge.next(&inputs, Duration::ZERO, |_| false))
             .map(|p| (p.topic, p.offset))
             .collect();
         assert_eq!(order, [("b".into(), 0), ("b".into(), 1), ("a".into(), 0)]);
