@@ -83,9 +83,7 @@ pub struct ProcessingArgs {
 
     /// How long a task whose joined inputs (say, widget events and chat events) have
     /// records on one side only waits for the other before processing what it has.
-    /// Waiting lets a backlog on both sides be processed in event-time order. A side
-    /// whose partition holds records not fetched yet, or whose leader just moved, is
-    /// waited for past this bound, until 10,000 records wait.
+    /// Waiting lets a backlog on both sides be processed in event-time order.
     #[arg(long, env = "MAX_TASK_IDLE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub max_task_idle: std::time::Duration,
 

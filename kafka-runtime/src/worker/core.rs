@@ -442,11 +442,11 @@ impl Core {
                 }
                 Duration::MAX
             };
-            while let Some(next) = self.tasks.get_mut(&partition).and_then(|task| {
-                task.merge.next(&self.shape.synchronized, max_task_idle, |starved| {
-                    on_their_way(ends, starved, partition)
-                })
-            }) {
+            while let Some(next) = self
+                .tasks
+                .get_mut(&partition)
+                .and_then(|task| task.merge.next(&self.shape.synchronized, max_task_idle))
+            {
                 let (record, decoded) = next.take();
                 self.handle(&record.record(), decoded, record.mark)?;
             }
@@ -605,19 +605,4 @@ impl Core {
         }
         Ok(())
     }
-}
-
-/// Whether records of one of the `starved` inputs (with nothing waiting in the task at
-/// `partition` while another input has records) are on their way: the partition holds
-/// more than the consumer fetched, or its leader is not settled (the writers may hold
-/// records for it). Such an input is slow, not quiet (a fetch behind a large one, a
-/// leader moving), and the task waits for it past `max_task_idle`: a late record of
-/// the other input must not overtake earlier records of this one still to come (a late
-/// order decided before the late chat events written ahead of it).
-fn on_their_way(ends: &Ends, starved: &[&String], partition: i32) -> bool {
-    let ends = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    starved.iter().any(|input| {
-        ends.get(&((*input).clone(), partition))
-            .is_some_and(|end| end.next_fetch < end.stable_end || !end.leader_settled(LEADER_SETTLE))
-    })
 }

@@ -61,10 +61,6 @@ impl Polled {
     }
 }
 
-/// How many records of a task may wait for a slow input before the task goes on
-/// without it: enough for seconds of live traffic, little memory.
-pub(crate) const MAX_WAITING: usize = 10_000;
-
 /// The waiting records of one task's synchronized inputs.
 #[derive(Default)]
 pub(crate) struct Merge {
@@ -91,20 +87,6 @@ impl Merge {
         self.waiting.get(input).is_some_and(|q| !q.is_empty())
     }
 
-    /// The inputs with nothing waiting while another has records: those the task
-    /// waits for before it processes what it has.
-    pub(crate) fn starved<'a>(&self, inputs: &'a [String]) -> Vec<&'a String> {
-        if !inputs.iter().any(|input| self.has_waiting(input)) {
-            return Vec::new();
-        }
-        inputs.iter().filter(|input| !self.has_waiting(input)).collect()
-    }
-
-    /// How many records wait, over every input.
-    fn waiting_records(&self) -> usize {
-        self.waiting.values().map(VecDeque::len).sum()
-    }
-
     /// The next entry to hand on: a mark at the head of a queue at once; else the record
     /// with the earliest event time (on a tie, the input named first in `inputs`), once
     /// every input has a record waiting, or once one has had none for `max_task_idle`;
@@ -112,16 +94,7 @@ impl Merge {
     /// again. A quiet input's watermark does not shorten the wait: when it follows the
     /// wall clock, a record of the other input that is older than the allowed lateness
     /// would otherwise overtake an older record of this one still on its way.
-    ///
-    /// Past `max_task_idle` the task still waits while `slow` says that one of the
-    /// empty inputs is slow rather than quiet (its records are on their way), unless
-    /// [`MAX_WAITING`] records already wait: the wait must not hold a backlog in memory.
-    pub(crate) fn next(
-        &mut self,
-        inputs: &[String],
-        max_task_idle: Duration,
-        slow: impl FnOnce(&[&String]) -> bool,
-    ) -> Option<Polled> {
+    pub(crate) fn next(&mut self, inputs: &[String], max_task_idle: Duration) -> Option<Polled> {
         for input in inputs {
             if let Some(queue) = self.waiting.get_mut(input)
                 && queue.front().is_some_and(|p| p.mark)
@@ -140,8 +113,7 @@ impl Merge {
         let earliest = earliest?;
         if some_empty {
             let since = *self.blocked_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < max_task_idle || (self.waiting_records() < MAX_WAITING && slow(&self.starved(inputs)))
-            {
+            if since.elapsed() < max_task_idle {
                 return None;
             }
         } else {
@@ -197,49 +169,10 @@ mod tests {
         let mut merge = Merge::default();
         merge.push(polled("b", 0, 10, false));
         assert!(
-            merge.next(&inputs, Duration::from_secs(3600), |_| false).is_none(),
+            merge.next(&inputs, Duration::from_secs(3600)).is_none(),
             "a may still send 5..10"
         );
-        assert_eq!(
-            merge.next(&inputs, Duration::ZERO, |_| false).map(|p| p.offset),
-            Some(0)
-        );
-    }
-
-    #[test]
-    fn a_slow_input_is_waited_for_past_the_idle_time_but_not_past_a_full_queue() {
-        let inputs = ["a".to_string(), "b".to_string()];
-        let mut merge = Merge::default();
-        merge.push(polled("b", 0, 10, false));
-        assert!(
-            merge
-                .next(&inputs, Duration::ZERO, |starved| starved == [&inputs[0]])
-                .is_none(),
-            "a is slow: its records are on their way"
-        );
-        assert_eq!(
-            merge.next(&inputs, Duration::ZERO, |_| false).map(|p| p.offset),
-            Some(0)
-        );
-        for offset in 1..=i64::try_from(MAX_WAITING).unwrap() {
-            merge.push(polled("b", offset, 10, false));
-        }
-        assert_eq!(
-            merge.next(&inputs, Duration::ZERO, |_| true).map(|p| p.offset),
-            Some(1),
-            "a full queue goes on without the slow input"
-        );
-    }
-
-    #[test]
-    fn an_input_is_starved_only_while_another_has_records() {
-        let inputs = ["a".to_string(), "b".to_string()];
-        let mut merge = Merge::default();
-        assert!(merge.starved(&inputs).is_empty(), "nothing waits: nobody starves");
-        merge.push(polled("b", 0, 10, false));
-        assert_eq!(merge.starved(&inputs), [&inputs[0]]);
-        merge.push(polled("a", 0, 5, false));
-        assert!(merge.starved(&inputs).is_empty(), "both have records");
+        assert_eq!(merge.next(&inputs, Duration::ZERO).map(|p| p.offset), Some(0));
     }
 
     #[test]
@@ -249,7 +182,7 @@ mod tests {
         merge.push(polled("a", 0, 7, false));
         merge.push(polled("b", 0, 3, false));
         merge.push(polled("b", 1, 0, true));
-        let order: Vec<(String, i64)> = std::iter::from_fn(|| merge.next(&inputs, Duration::ZERO, |_| false))
+        let order: Vec<(String, i64)> = std::iter::from_fn(|| merge.next(&inputs, Duration::ZERO))
             .map(|p| (p.topic, p.offset))
             .collect();
         assert_eq!(order, [("b".into(), 0), ("b".into(), 1), ("a".into(), 0)]);
