@@ -17,16 +17,16 @@ where
     R: Future<Output = anyhow::Result<()>> + Send + 'static,
     C: Future<Output = ()>,
 {
-    let task = tokio::spawn(run);
+    let mut task = tokio::spawn(run);
 
     // A start on a busy machine (a transactional producer, a group join, a restore) may
-    // take a while; the last answer says what it waited on.
-    await_ready(
-        admin,
-        &format!("{stage} /readyz to answer 200"),
-        Duration::from_secs(60),
-    )
-    .await;
+    // take a while; the last answer says what it waited on. A stage that ends before it
+    // is ready (its admin address taken, a failed start) says why at once.
+    let what = format!("{stage} /readyz to answer 200");
+    tokio::select! {
+        () = await_ready(admin, &what, Duration::from_secs(60)) => {}
+        ended = &mut task => panic!("{stage} ended before it was ready: {:?}", ended.map(|r| r.map_err(|e| format!("{e:#}")))),
+    }
     let (_, body) = http_get(admin, "/readyz").await.unwrap();
     assert!(body.contains(r#""broker":true"#), "{stage}: {body}");
     if stage == "ingest" || stage == "reporter" {
