@@ -7,13 +7,7 @@
 //! up to a whole batch under one lock; this crate wraps it, and the few C calls around it
 //! (the queue split off the consumer, its non-empty callback, a message's key, value and
 //! headers), behind a safe interface.
-//!
-//! It also holds a producer's flush that waits on librdkafka's own count ([`flush`]).
 #![allow(unsafe_code)]
-
-mod flush;
-
-pub use flush::flush;
 
 use std::ffi::{CStr, CString, c_void};
 use std::fmt;

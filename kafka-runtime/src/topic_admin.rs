@@ -276,6 +276,8 @@ impl TopicAdmin {
             }
         }
 
+        await_visible(admin, wanted, &created).await?;
+
         let to_check: Vec<&str> = wanted
             .iter()
             .map(|w| w.name.as_str())
@@ -373,6 +375,40 @@ async fn topic_partitions(admin: &Arc<AdminClient<DefaultClientContext>>) -> Res
             )
         })
         .collect())
+}
+
+/// Waits until every topic of `created` shows all its partitions in the metadata the
+/// brokers answer with. A create is answered once the controller has it, before every
+/// broker knows the topic: a stage started right after `salesctl topics create` would
+/// otherwise be told its input does not exist.
+async fn await_visible(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    wanted: &[WantedTopic],
+    created: &[String],
+) -> Result<()> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let seen = topic_partitions(admin).await?;
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| created.contains(&w.name))
+            .filter(|w| seen.get(&w.name).is_none_or(|shape| shape.partitions < w.partitions))
+            .map(|w| w.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= ADMIN_TIMEOUT {
+            return Err(Error::Config(format!(
+                "topics created but not in the cluster's metadata after {ADMIN_TIMEOUT:?}: {}",
+                missing.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Partition count and relevant configs of the named topics.

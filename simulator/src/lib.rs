@@ -11,7 +11,6 @@
 //!   widget events through ingest over HTTP.
 
 pub mod http;
-pub mod keep_alive;
 pub mod load;
 pub mod plan;
 pub mod write;

@@ -11,16 +11,16 @@ use rdkafka::message::{Header, OwnedHeaders};
 use schemas::records::DeadLetter;
 use schemas::values::Timestamp;
 
-use super::checkpoint::{CHECKPOINT_HEADER, CHECKPOINT_KEY, Checkpoint};
 use super::ends::Ends;
 use super::merge::Polled;
 use super::metrics::RuntimeMetrics;
+use super::restore::{CHECKPOINT_HEADER, CHECKPOINT_KEY, encode_checkpoint};
 use super::task_state::TaskState;
 use super::transaction::{Transaction, offset_list};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
-use crate::store::{Change, EXPIRES_AT_HEADER};
-use crate::task::{Application, Decoded, Output, Record, Reject, WATERMARKS_STORE};
+use crate::store::EXPIRES_AT_HEADER;
+use crate::task::{Application, Decoded, Output, Record, Reject};
 use crate::watermark::{BEGINNING, Mark, batch_key, encode_marks, is_mark};
 
 /// How often idle inputs are looked at at most (see [`Core::advance_idle`]).
@@ -69,12 +69,8 @@ pub(crate) struct Core {
     pub(crate) poisoned: bool,
     /// Partitions that processed records in the open transaction.
     touched: BTreeSet<i32>,
-    /// The stores (task partition, store) whose changes the open transaction sent.
-    written: BTreeSet<(i32, &'static str)>,
     /// When [`Core::advance_idle`] last looked at the tasks.
     idle_checked: Instant,
-    /// Whether the open transaction's changes so far were sent before its commit.
-    pub(crate) changes_sent_early: bool,
     pub(crate) metrics: RuntimeMetrics,
     pub(crate) kafka: KafkaArgs,
 }
@@ -90,9 +86,7 @@ impl Core {
             failure: None,
             poisoned: false,
             touched: BTreeSet::new(),
-            written: BTreeSet::new(),
             idle_checked: Instant::now(),
-            changes_sent_early: false,
             metrics,
             kafka,
         }
@@ -137,60 +131,23 @@ impl Core {
         }
         self.send_outputs(flushed)?;
         let marks = self.marks();
-        for task in self.tasks.values_mut() {
+        let mut changes = Vec::new();
+        for (partition, task) in &mut self.tasks {
             if std::mem::take(&mut task.clocks_dirty) {
                 super::clocks::save(&task.clocks, &mut task.stores);
             }
-        }
-        let changes = self.take_changes();
-        if !self.tx.is_open() && changes.is_empty() && marks.is_empty() && self.tx.uncommitted == 0 {
-            self.tx.nothing_to_commit();
-            return Ok(());
-        }
-        let started = Instant::now();
-        self.send_changes(changes)?;
-        let key = batch_key(self.shape.app.id());
-        for (topic, partitions, batch) in &marks {
-            let value = encode_marks(batch);
-            for partition in 0..*partitions {
-                self.tx.send(topic, Some(partition), Some(&key), Some(&value), None)?;
-            }
-            self.metrics.marks_sent.inc_by(u64::try_from(*partitions).unwrap_or(0));
-        }
-        self.send_checkpoints()?;
-        let offsets = offset_list(&self.offsets)?;
-        self.tx.commit(&offsets, group)?;
-        self.changes_sent_early = false;
-        // Only now are the marks promises downstream: remember them as sent.
-        for (topic, _, batch) in marks {
-            for mark in batch {
-                if let Some(task) = self.tasks.get_mut(&mark.task) {
-                    task.sent.insert(topic.clone(), mark.at);
-                }
-            }
-        }
-        self.metrics.commits.inc();
-        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// The stores' changes since they were last sent, per task partition and store.
-    fn take_changes(&mut self) -> Vec<(i32, &'static str, Change)> {
-        let mut changes = Vec::new();
-        for (partition, task) in &mut self.tasks {
             for (store, kv) in task.stores.all_mut() {
                 for change in kv.take_changes() {
                     changes.push((*partition, store, change));
                 }
             }
         }
-        changes
-    }
-
-    /// Sends store changes to their changelogs in the open transaction.
-    fn send_changes(&mut self, changes: Vec<(i32, &'static str, Change)>) -> Result<()> {
+        if !self.tx.is_open() && changes.is_empty() && marks.is_empty() && self.tx.uncommitted == 0 {
+            self.tx.nothing_to_commit();
+            return Ok(());
+        }
+        let started = Instant::now();
         for (partition, store, change) in changes {
-            self.written.insert((partition, store));
             let topic = self
                 .shape
                 .changelogs
@@ -210,70 +167,43 @@ impl Core {
                 headers,
             )?;
         }
-        Ok(())
-    }
-
-    /// Writes the open transaction's checkpoints ([`super::checkpoint`]): for each task
-    /// partition it touched (processed records or wrote store changes), one into every
-    /// changelog partition it wrote and the anchor naming each store's last.
-    fn send_checkpoints(&mut self) -> Result<()> {
-        let written = std::mem::take(&mut self.written);
-        let mut partitions = std::mem::take(&mut self.touched);
-        partitions.extend(written.iter().map(|(partition, _)| *partition));
-        let anchor = self
-            .shape
-            .changelogs
-            .get(WATERMARKS_STORE)
-            .ok_or_else(|| Error::Config(format!("no changelog for store {WATERMARKS_STORE}")))?
-            .clone();
-        for partition in partitions {
-            let Some(task) = self.tasks.get_mut(&partition) else {
-                continue;
-            };
-            task.lineage.seq += 1;
-            let seq = task.lineage.seq;
-            let stores = written
-                .range((partition, "")..)
-                .take_while(|(p, _)| *p == partition)
-                .map(|(_, store)| *store)
-                .filter(|store| *store != WATERMARKS_STORE);
-            let mut sends = Vec::new();
-            for store in stores {
-                task.lineage.last.insert(store.to_string(), seq);
-                let topic = self
-                    .shape
-                    .changelogs
-                    .get(store)
-                    .ok_or_else(|| Error::Config(format!("no changelog for store {store}")))?;
-                sends.push((topic.clone(), Checkpoint::encode(&self.offsets, partition, seq, None)));
+        let key = batch_key(self.shape.app.id());
+        for (topic, partitions, batch) in &marks {
+            let value = encode_marks(batch);
+            for partition in 0..*partitions {
+                self.tx.send(topic, Some(partition), Some(&key), Some(&value), None)?;
             }
-            let text = Checkpoint::encode(&self.offsets, partition, seq, Some(&task.lineage.last));
-            sends.push((anchor.clone(), text));
-            for (topic, text) in sends {
+            self.metrics.marks_sent.inc_by(u64::try_from(*partitions).unwrap_or(0));
+        }
+        for partition in std::mem::take(&mut self.touched) {
+            let checkpoint = encode_checkpoint(&self.offsets, partition);
+            for topic in self.shape.changelogs.values() {
                 let header = OwnedHeaders::new().insert(Header {
                     key: CHECKPOINT_HEADER,
                     value: Some(&b"1"[..]),
                 });
                 self.tx.send(
-                    &topic,
+                    topic,
                     Some(partition),
                     Some(CHECKPOINT_KEY),
-                    Some(text.as_bytes()),
+                    Some(checkpoint.as_bytes()),
                     Some(header),
                 )?;
             }
         }
+        let offsets = offset_list(&self.offsets)?;
+        self.tx.commit(&offsets, group)?;
+        // Only now are the marks promises downstream: remember them as sent.
+        for (topic, _, batch) in marks {
+            for mark in batch {
+                if let Some(task) = self.tasks.get_mut(&mark.task) {
+                    task.sent.insert(topic.clone(), mark.at);
+                }
+            }
+        }
+        self.metrics.commits.inc();
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    /// Sends the stores' changes so far into the open transaction, before its commit:
-    /// the transaction takes in their changelog partitions now, off the commit's path
-    /// (each partition new to a transaction costs a round trip to the coordinator, and
-    /// the leader's check with it, before its records can go).
-    pub(crate) fn send_changes_early(&mut self) -> Result<()> {
-        self.changes_sent_early = true;
-        let changes = self.take_changes();
-        self.send_changes(changes)
     }
 
     /// The marks to send, per watermarked output (with its partition count): one for
@@ -327,8 +257,6 @@ impl Core {
         self.metrics.aborts.inc();
         self.tx.aborts_in_a_row += 1;
         self.touched.clear();
-        self.written.clear();
-        self.changes_sent_early = false;
         self.offsets.clear();
         let mut partitions: BTreeSet<i32> = self.tasks.keys().copied().collect();
         partitions.extend(self.to_restore.take().unwrap_or_default());
@@ -343,11 +271,7 @@ impl Core {
     pub(crate) fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         let started = Instant::now();
         let specs = self.shape.app.stores();
-        let super::restore::Restored {
-            stores,
-            mut lineages,
-            records: restored,
-        } = super::restore::restore(
+        let (stores, restored) = super::restore::restore(
             &self.kafka,
             &self.shape.group_id,
             &specs,
@@ -356,8 +280,7 @@ impl Core {
             &self.offsets,
         )?;
         for (partition, stores) in stores {
-            let mut task = TaskState::new(self.shape.app.as_ref(), partition, stores, &self.shape.written);
-            task.lineage = lineages.remove(&partition).unwrap_or_default();
+            let task = TaskState::new(self.shape.app.as_ref(), partition, stores, &self.shape.written);
             self.tasks.insert(partition, task);
         }
         self.metrics.restored_records.inc_by(restored);
@@ -552,8 +475,7 @@ impl Core {
     /// the wall clock minus the allowed lateness as their watermark, so timers and
     /// expiry still happen without new records. Never while records wait, nor within
     /// [`LEADER_SETTLE`] of the consumer getting its connection to the partition's
-    /// leader back, or of the partition moving to another leader (the writers' records
-    /// held meanwhile are still to come).
+    /// leader back (the writers' records held meanwhile are still to come).
     pub(crate) fn advance_idle(&mut self, ends_of: &Ends) -> Result<()> {
         // Called on every turn of the loop, but the idle advance works in seconds: a look
         // every few tens of milliseconds is as good, and spares a clock read per input

@@ -19,12 +19,6 @@ pub(crate) struct PartitionEnd {
     /// not connected, or the leader unknown). While it is not, the offsets above are
     /// the last ones known, and what the writers send meanwhile waits in their producers.
     pub(crate) leader_up_since: Option<Instant>,
-    /// The partition's leader as last known (a reading without one keeps it), and
-    /// since when it leads if it took over while this consumer read the partition: the
-    /// writers' producers move to a new leader on their own time, holding what they send
-    /// meanwhile, while this consumer may reach it over a connection made long before.
-    pub(crate) known_leader: Option<i64>,
-    pub(crate) leader_since: Option<Instant>,
 }
 
 impl PartitionEnd {
@@ -48,7 +42,6 @@ impl PartitionEnd {
     /// at least: only then does a quiet partition mean that nothing is being written.
     pub(crate) fn leader_settled(&self, settle: Duration) -> bool {
         self.leader_up_since.is_some_and(|since| since.elapsed() >= settle)
-            && self.leader_since.is_none_or(|since| since.elapsed() >= settle)
     }
 }
 
@@ -105,30 +98,14 @@ pub(crate) fn update(ends: &Ends, statistics: &[u8]) {
                 continue;
             };
             if partition >= 0 {
-                let leader = offset("leader").filter(|leader| *leader >= 0);
-                let leader_up_since = leader.and_then(|leader| up_since.get(&leader).copied());
-                let key = (name.clone(), partition);
-                let before = ends.get(&key);
-                let known_leader = leader.or(before.and_then(|b| b.known_leader));
-                // Only a known leader replaced by another is a move: the statistics say
-                // -1 now and then (the leader being looked up), and the same leader back
-                // is no move.
-                let leader_since = match (before, leader) {
-                    (Some(before), Some(leader)) if before.known_leader.is_some_and(|known| known != leader) => {
-                        Some(now)
-                    }
-                    (Some(before), _) => before.leader_since,
-                    (None, _) => None,
-                };
+                let leader_up_since = offset("leader").and_then(|leader| up_since.get(&leader).copied());
                 ends.insert(
-                    key,
+                    (name.clone(), partition),
                     PartitionEnd {
                         next_fetch,
                         delivered,
                         stable_end,
                         leader_up_since,
-                        known_leader,
-                        leader_since,
                     },
                 );
             }
@@ -146,8 +123,6 @@ mod tests {
             delivered,
             stable_end,
             leader_up_since: None,
-            known_leader: None,
-            leader_since: None,
         }
     }
 
@@ -202,33 +177,5 @@ mod tests {
         assert!(settled(4), "connected a second ago, never lost: a fresh start");
         assert!(!settled(2), "not connected");
         assert!(!settled(3), "no leader known");
-    }
-
-    #[test]
-    fn a_partition_whose_leader_moved_is_not_settled_for_a_while() {
-        let ends = Ends::default();
-        let stats = |leader: i64| {
-            format!(
-                r#"{{"brokers": {{
-                    "b:9092/1": {{"nodeid": 1, "state": "UP", "stateage": 60000000, "disconnects": 0}},
-                    "b:9093/2": {{"nodeid": 2, "state": "UP", "stateage": 60000000, "disconnects": 0}}
-                }}, "topics": {{"t.in": {{"partitions": {{
-                    "0": {{"next_offset": 1, "app_offset": 1, "ls_offset": 1, "leader": {leader}}}
-                }}}}}}}}"#
-            )
-        };
-        let settled =
-            |ends: &Ends| ends.lock().unwrap()[&("t.in".to_string(), 0)].leader_settled(Duration::from_secs(10));
-        update(&ends, stats(1).as_bytes());
-        assert!(settled(&ends), "led by a long-connected broker since the start");
-        update(&ends, stats(-1).as_bytes());
-        assert!(!settled(&ends), "no leader known for now");
-        update(&ends, stats(1).as_bytes());
-        assert!(settled(&ends), "the same leader back: no move");
-        update(&ends, stats(-1).as_bytes());
-        update(&ends, stats(2).as_bytes());
-        assert!(!settled(&ends), "the leader moved, over an unknown reading");
-        update(&ends, stats(2).as_bytes());
-        assert!(!settled(&ends), "still within the settle time of the move");
     }
 }

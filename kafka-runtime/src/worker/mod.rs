@@ -31,7 +31,6 @@
 //! [`backoff`] (waiting out the brokers) and [`metrics`].
 
 mod backoff;
-mod checkpoint;
 pub(crate) mod clocks;
 mod core;
 mod ends;
@@ -376,11 +375,6 @@ fn run_blocking(
                     .ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
                 core.commit(&group)?;
                 core.update_gauges();
-            } else if core.tx.is_open()
-                && !core.changes_sent_early
-                && core.tx.last_commit.elapsed() >= commit_interval / 2
-            {
-                core.send_changes_early()?;
             }
             Ok(())
         })();
@@ -451,12 +445,6 @@ fn join_group(
         .set("heartbeat.interval.ms", "1000")
         // How fresh the knowledge of each partition's end is (see `Rebalancer::ends`).
         .set("statistics.interval.ms", "200")
-        // A fetch waits up to 10 ms for a quarter megabyte instead of coming back with
-        // each record a writer acknowledges: under load a fetch round trip per few
-        // records cost the worker and the broker more CPU than the records themselves,
-        // and outputs only become visible at the next commit anyway.
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.min.bytes", "262144")
         .create_with_context(Rebalancer {
             core: Arc::clone(core),
             ends: Arc::clone(ends),

@@ -1,11 +1,11 @@
 //! Restore: the stores of newly assigned partitions read back from their changelogs, up
 //! to the last committed transaction.
 //!
-//! A restore reads each changelog partition to its end and on until it has seen the
-//! checkpoint that says the last committed transaction's records there are visible (the
-//! broker answers a commit before it has written the commit markers to every partition):
-//! the anchor's, holding the committed offsets, then for every other store the one the
-//! anchor names ([`super::checkpoint`]).
+//! Every transaction writes, into each changelog partition it touches, a checkpoint: the
+//! input offsets it commits. A restore reads until it has seen the checkpoint of the
+//! committed offsets, so it cannot stop before the last committed transaction's records
+//! become visible (the broker answers a commit before it has written the commit markers
+//! to every partition).
 //!
 //! Every changelog partition of the assignment is read at once by one consumer (a single
 //! start-up, and one fetch serves them all), each from a queue of its own, so that its
@@ -27,13 +27,15 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::values::Timestamp;
 
-use super::checkpoint::{CHECKPOINT_KEY, Checkpoint, Lineage, Requirement, anchor_complete};
 use crate::config::KafkaArgs;
 use crate::error::{Error, Result};
 use crate::store::{KvStore, Rebuild};
-use crate::task::{StoreSpec, Stores, WATERMARKS_STORE};
+use crate::task::{StoreSpec, Stores};
 
-/// The header names as the C API looks them up ([`super::checkpoint::CHECKPOINT_HEADER`] and
+/// Key and header of the checkpoint records.
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+pub(crate) const CHECKPOINT_HEADER: &str = "checkpoint";
+/// The header names as the C API looks them up ([`CHECKPOINT_HEADER`] and
 /// [`crate::store::EXPIRES_AT_HEADER`]; a test checks they agree).
 const CHECKPOINT_HEADER_C: &CStr = c"checkpoint";
 const EXPIRES_AT_HEADER_C: &CStr = c"expires-at";
@@ -95,73 +97,47 @@ impl Wake {
     }
 }
 
-/// The anchors read so far: what each partition's other changelogs must show, once its
-/// anchor is complete; and the reader threads to wake when one is.
-struct Anchors {
-    complete: Mutex<HashMap<i32, Requirement>>,
-    wakes: Vec<Arc<Wake>>,
-}
-
-impl Anchors {
-    fn requirement(&self, partition: i32) -> Option<Requirement> {
-        self.complete
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&partition)
-            .cloned()
-    }
-
-    fn complete(&self, partition: i32, requirement: Requirement) {
-        self.complete
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(partition, requirement);
-        for wake in &self.wakes {
-            wake.ring();
-        }
-    }
-}
-
 /// One changelog partition being read: its own queue of the restore consumer, so its
 /// end-of-partition event, which names the partition but not the topic, is its own.
 struct Source<'a, 's> {
-    store: &'a str,
     topic: &'a str,
     partition: i32,
     queue: PartitionBatches<QuietEof>,
     records: Rebuild,
-    /// The latest checkpoint read.
-    checkpoint: Option<Checkpoint>,
-    /// Read to its end, nothing read since.
-    at_end: bool,
-    /// Read up to the checkpoint of the last committed transaction.
+    /// The input offsets of the latest checkpoint read.
+    checkpoint: Option<HashMap<String, i64>>,
+    /// Read up to the checkpoint of the committed offsets.
     done: bool,
     /// The store the records are for.
     target: Option<&'s mut KvStore>,
 }
 
 impl Source<'_, '_> {
-    /// Whether this is its partition's anchor, the `watermarks` changelog.
-    fn is_anchor(&self) -> bool {
-        self.store == WATERMARKS_STORE
-    }
-
     /// Reads what the queue holds, at most `TURN` records; returns how many events were
     /// read and how many of them were store records.
-    fn read(&mut self, committed: &HashMap<(String, i32), i64>, anchors: &Anchors) -> Result<(usize, u64)> {
+    fn read(&mut self, committed: &HashMap<(String, i32), i64>) -> Result<(usize, u64)> {
         let (mut events, mut restored) = (0, 0);
         let mut fatal = None;
         while events < TURN && !self.done && fatal.is_none() {
-            let (records, checkpoint, at_end) = (&mut self.records, &mut self.checkpoint, &mut self.at_end);
+            let (records, checkpoint, done) = (&mut self.records, &mut self.checkpoint, &mut self.done);
             let (topic, partition) = (self.topic, self.partition);
             let read = self.queue.drain(TURN - events, |event| match event {
-                Event::Record(record) => {
-                    *at_end = false;
-                    restored += take(records, checkpoint, &record);
-                }
+                Event::Record(record) => restored += take(records, checkpoint, &record),
                 // With read_committed the end is the last stable offset: everything
                 // committed is read, nothing of an open or aborted transaction.
-                Event::End => *at_end = true,
+                Event::End => {
+                    // The end, unless the committed transaction's records are not all
+                    // visible yet: then more arrive, and another end after them.
+                    *done = match &*checkpoint {
+                        // A changelog without checkpoints (a store new in this version)
+                        // has nothing to wait for.
+                        None => true,
+                        Some(seen) => committed
+                            .iter()
+                            .filter(|((_, p), _)| *p == partition)
+                            .all(|((input, _), offset)| seen.get(input).is_some_and(|at| at >= offset)),
+                    };
+                }
                 Event::Error(code @ RDKafkaErrorCode::Fatal) => {
                     fatal.get_or_insert(code);
                 }
@@ -174,7 +150,6 @@ impl Source<'_, '_> {
                 break;
             }
             events += read;
-            self.settle(committed, anchors);
         }
         if let Some(code) = fatal {
             return Err(Error::kafka(
@@ -184,30 +159,11 @@ impl Source<'_, '_> {
         }
         Ok((events, restored))
     }
-
-    /// At its end, whether the partition holds the last committed transaction's
-    /// records; if not yet, more arrive, and another end after them. An anchor decides
-    /// by itself and then tells the partition's other changelogs what to wait for; they
-    /// wait for it.
-    fn settle(&mut self, committed: &HashMap<(String, i32), i64>, anchors: &Anchors) {
-        if !self.at_end || self.done {
-            return;
-        }
-        let latest = self.checkpoint.as_ref();
-        if self.is_anchor() {
-            if anchor_complete(latest, committed, self.partition) {
-                self.done = true;
-                anchors.complete(self.partition, Requirement::of_anchor(latest));
-            }
-        } else if let Some(requirement) = anchors.requirement(self.partition) {
-            self.done = requirement.met(self.store, latest, committed, self.partition);
-        }
-    }
 }
 
 /// Takes a changelog record: a checkpoint, or a record of the store. Returns how many
 /// store records it was (0 or 1).
-fn take(records: &mut Rebuild, checkpoint: &mut Option<Checkpoint>, record: &BatchRecord<'_>) -> u64 {
+fn take(records: &mut Rebuild, checkpoint: &mut Option<HashMap<String, i64>>, record: &BatchRecord<'_>) -> u64 {
     let Some(key) = record.key() else {
         return 0;
     };
@@ -215,7 +171,7 @@ fn take(records: &mut Rebuild, checkpoint: &mut Option<Checkpoint>, record: &Bat
     // that happens to be the same bytes.
     if key == CHECKPOINT_KEY && record.header(CHECKPOINT_HEADER_C).is_some() {
         let text = String::from_utf8_lossy(record.payload().unwrap_or_default());
-        *checkpoint = Some(Checkpoint::decode(&text));
+        *checkpoint = Some(decode_checkpoint(&text));
         return 0;
     }
     let expires_at = record
@@ -228,7 +184,8 @@ fn take(records: &mut Rebuild, checkpoint: &mut Option<Checkpoint>, record: &Bat
 }
 
 /// Reads the changelogs (store name → topic) of `partitions` into fresh stores, until
-/// each partition holds the last committed transaction's records.
+/// each partition's checkpoint of the `committed` input offsets is visible. Returns the
+/// stores and how many records were read.
 ///
 /// Every changelog partition is assigned at once, so their fetches start together and
 /// share each round trip to the broker; each is read from a queue of its own.
@@ -239,15 +196,11 @@ pub(crate) fn restore(
     changelogs: &BTreeMap<&'static str, String>,
     partitions: &BTreeSet<i32>,
     committed: &HashMap<(String, i32), i64>,
-) -> Result<Restored> {
+) -> Result<(BTreeMap<i32, Stores>, u64)> {
     let mut stores: BTreeMap<i32, Stores> = partitions.iter().map(|p| (*p, Stores::new(specs))).collect();
     let sources = changelogs.len() * partitions.len();
     if sources == 0 {
-        return Ok(Restored {
-            stores,
-            lineages: BTreeMap::new(),
-            records: 0,
-        });
+        return Ok((stores, 0));
     }
     let started = Instant::now();
     let prefetch = (PREFETCH_BYTES / sources).clamp(PREFETCH_MIN, PREFETCH_MAX);
@@ -311,30 +264,17 @@ pub(crate) fn restore(
             let wake = Arc::clone(&share.wake);
             queue.on_nonempty(move || wake.ring());
             share.sources.push(Source {
-                store,
                 topic,
                 partition: *partition,
                 queue,
                 records: Rebuild::default(),
                 checkpoint: None,
-                at_end: false,
                 done: false,
                 target: targets.remove(&(*partition, *store)),
             });
         }
     }
 
-    let anchors = Anchors {
-        complete: Mutex::new(HashMap::new()),
-        wakes: shares.iter().map(|share| Arc::clone(&share.wake)).collect(),
-    };
-    // Every application has the watermarks store; without it there would be no anchor
-    // to wait for, and each partition goes by its own checkpoint.
-    if !changelogs.contains_key(WATERMARKS_STORE) {
-        for partition in partitions {
-            anchors.complete(*partition, Requirement::Offsets);
-        }
-    }
     let deadline = started + RESTORE_BOUND;
     let stop = AtomicBool::new(false);
     let finished = Wake::default();
@@ -342,11 +282,11 @@ pub(crate) fn restore(
         let mut failure = None;
         let mut readers = Vec::with_capacity(shares.len());
         for share in shares {
-            let (stop, finished, anchors) = (&stop, &finished, &anchors);
+            let (stop, finished) = (&stop, &finished);
             let reader = std::thread::Builder::new()
                 .name("restore-reader".into())
                 .spawn_scoped(scope, move || {
-                    let result = share.read(committed, anchors, deadline, stop);
+                    let result = share.read(committed, deadline, stop);
                     finished.ring();
                     result
                 });
@@ -406,14 +346,12 @@ pub(crate) fn restore(
     });
     let mut restored = 0;
     let mut queues = Vec::new();
-    let mut lineages = BTreeMap::new();
     let mut first_error = failure;
     for result in results {
         match result {
-            Ok(Some(read)) => {
-                restored += read.records;
-                queues.extend(read.queues);
-                lineages.extend(read.lineages);
+            Ok(Some((records, done))) => {
+                restored += records;
+                queues.extend(done);
             }
             Ok(None) => {}
             Err(e) => {
@@ -441,28 +379,7 @@ pub(crate) fn restore(
         readers,
         "changelogs read"
     );
-    Ok(Restored {
-        stores,
-        lineages,
-        records: restored,
-    })
-}
-
-/// The stores of a restore's partitions, each partition's checkpoint lineage, and how
-/// many records were read.
-pub(crate) struct Restored {
-    pub(crate) stores: BTreeMap<i32, Stores>,
-    pub(crate) lineages: BTreeMap<i32, Lineage>,
-    pub(crate) records: u64,
-}
-
-/// What a reader thread read.
-struct Read {
-    records: u64,
-    /// The queues of its partitions, to be closed with the consumer.
-    queues: Vec<PartitionBatches<QuietEof>>,
-    /// The lineage of each partition whose anchor it read.
-    lineages: Vec<(i32, Lineage)>,
+    Ok((stores, restored))
 }
 
 /// The changelog partitions one reader thread reads, and what wakes it.
@@ -473,16 +390,16 @@ struct Share<'a, 's> {
 }
 
 impl Share<'_, '_> {
-    /// Reads every partition of the share until it holds the last committed
-    /// transaction's records, then builds their stores. `None` when told to `stop`
+    /// Reads every partition of the share up to the checkpoint of the `committed`
+    /// offsets, then builds their stores. Returns how many store records were read, and
+    /// the partitions' queues, to be closed with the consumer; `None` when told to `stop`
     /// (another reader failed), and sets `stop` when it fails itself.
     fn read(
         mut self,
         committed: &HashMap<(String, i32), i64>,
-        anchors: &Anchors,
         deadline: Instant,
         stop: &AtomicBool,
-    ) -> Result<Option<Read>> {
+    ) -> Result<Option<(u64, Vec<PartitionBatches<QuietEof>>)>> {
         let mut restored = 0u64;
         while self.sources.iter().any(|s| !s.done) {
             if stop.load(Ordering::Relaxed) {
@@ -504,10 +421,8 @@ impl Share<'_, '_> {
             self.wake.reset();
             let mut events = 0;
             for source in self.sources.iter_mut().filter(|s| !s.done) {
-                // One at its end may have waited for its anchor, read meanwhile.
-                source.settle(committed, anchors);
                 let (read, records) = source
-                    .read(committed, anchors)
+                    .read(committed)
                     .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
                 events += read;
                 restored += records;
@@ -517,33 +432,65 @@ impl Share<'_, '_> {
             }
         }
         let mut queues = Vec::with_capacity(self.sources.len());
-        let mut lineages = Vec::new();
         for source in self.sources {
-            if source.is_anchor() {
-                lineages.push((source.partition, Lineage::of_anchor(source.checkpoint.as_ref())));
-            }
             queues.push(source.queue);
             if let Some(kv) = source.target {
                 kv.rebuild(source.records);
             }
         }
-        Ok(Some(Read {
-            records: restored,
-            queues,
-            lineages,
-        }))
+        Ok(Some((restored, queues)))
     }
+}
+
+/// The input offsets of `partition` as checkpoint text: one `topic offset` a line.
+pub(crate) fn encode_checkpoint(offsets: &HashMap<(String, i32), i64>, partition: i32) -> String {
+    let mut lines: Vec<String> = offsets
+        .iter()
+        .filter(|((_, p), _)| *p == partition)
+        .map(|((topic, _), offset)| format!("{topic} {offset}"))
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn decode_checkpoint(text: &str) -> HashMap<String, i64> {
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter_map(|(topic, offset)| offset.parse().ok().map(|o| (topic.to_string(), o)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::EXPIRES_AT_HEADER;
-    use crate::worker::checkpoint::CHECKPOINT_HEADER;
+
+    #[test]
+    fn a_checkpoint_holds_the_offsets_of_its_partition_only() {
+        let offsets = HashMap::from([
+            (("t.in".to_string(), 0), 42),
+            (("t.other".to_string(), 0), 7),
+            (("t.in".to_string(), 1), 99),
+        ]);
+        let text = encode_checkpoint(&offsets, 0);
+        assert_eq!(text, "t.in 42\nt.other 7");
+        assert_eq!(
+            decode_checkpoint(&text),
+            HashMap::from([("t.in".to_string(), 42), ("t.other".to_string(), 7)])
+        );
+    }
 
     #[test]
     fn the_headers_looked_up_are_the_ones_written() {
         assert_eq!(CHECKPOINT_HEADER_C.to_str(), Ok(CHECKPOINT_HEADER));
         assert_eq!(EXPIRES_AT_HEADER_C.to_str(), Ok(EXPIRES_AT_HEADER));
+    }
+
+    #[test]
+    fn a_garbled_checkpoint_line_is_ignored() {
+        assert_eq!(
+            decode_checkpoint("t.in x\nnoise\nt.b 3"),
+            HashMap::from([("t.b".to_string(), 3)])
+        );
     }
 }

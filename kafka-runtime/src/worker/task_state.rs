@@ -33,8 +33,6 @@ pub(crate) struct TaskState {
     pub(crate) merge: Merge,
     /// Every synchronized input of the task has had its first fetch.
     pub(crate) fetched: bool,
-    /// The task's checkpoints so far (restored from its anchor).
-    pub(crate) lineage: super::checkpoint::Lineage,
 }
 
 /// What handing a record to its task came to.
@@ -87,7 +85,6 @@ impl TaskState {
             sent: HashMap::new(),
             merge: Merge::default(),
             fetched: false,
-            lineage: super::checkpoint::Lineage::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode as Code;
@@ -160,7 +160,6 @@ impl Transaction {
     /// Adds `offsets` (every owned input partition's next offset) and commits.
     pub(crate) fn commit(&mut self, offsets: &TopicPartitionList, group: &ConsumerGroupMetadata) -> Result<()> {
         self.begin()?;
-        let started = Instant::now();
         // The offsets of every owned partition go into every transaction, even one
         // holding only timer outputs or expiries: sending them is what checks this
         // worker's group generation, so a worker that lost its partitions is fenced.
@@ -173,20 +172,10 @@ impl Transaction {
                 producer.send_offsets_to_transaction(offsets, group, step)
             })?;
         }
-        let offsets_added = started.elapsed();
         self.await_delivery()?;
-        let delivered = started.elapsed();
         // A timed-out commit may be retried: the retry resumes the same commit.
         let what = ("committing", "cannot commit the transaction");
         self.patiently(what, COMMIT_BOUND, |producer, step| producer.commit_transaction(step))?;
-        // Where a commit's time goes: adding the offsets, the records' acknowledgements,
-        // the coordinator's answer.
-        tracing::debug!(
-            offsets_added = ?offsets_added,
-            delivered = ?delivered,
-            committed = ?started.elapsed(),
-            "transaction committed"
-        );
         if self.waited.take()
             && let Some(ready) = &self.waits
         {
@@ -232,14 +221,23 @@ impl Transaction {
         self.last_commit = Instant::now();
     }
 
-    /// Sends what the producer holds without lingering and waits until the broker has
-    /// acknowledged every record sent. `commit_transaction` flushes too, but through the
-    /// rdkafka crate's flush, which polls for delivery reports up to 100 ms at a time
-    /// while the producer's own polling thread has usually taken them already
-    /// ([`kafka_batch::flush`] waits on librdkafka's count instead).
+    /// Waits until the broker has acknowledged every record sent. `commit_transaction`
+    /// does this itself, but by polling for up to 100 ms at a time for delivery reports
+    /// that the producer's own polling thread has usually taken already: every commit
+    /// would last a tenth of a second. Here the polling thread serves the reports and
+    /// this loop only watches the count.
     fn await_delivery(&self) -> Result<()> {
-        kafka_batch::flush(&self.producer, CALL_TIMEOUT)
-            .map_err(|code| Error::kafka("records not acknowledged before the commit", KafkaError::Flush(code)))
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(Error::kafka(
+                    "records not acknowledged before the commit",
+                    KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
     }
 
     /// Aborts the open transaction, if any.

@@ -449,39 +449,24 @@ async fn bench(cli: &Cli, rate: u32) -> anyhow::Result<Summary> {
         percentile(&to_attributed, 0.99),
         to_attributed.len(),
     );
-    println!(
-        "stage        records/s   CPU % of a core   CPU ms per 1000 records   commits/s   ms a commit   aborts, dead letters (whole run)"
-    );
+    println!("stage        records/s   CPU % of a core   CPU ms per 1000 records   aborts, dead letters (whole run)");
     let ticks = clock_ticks();
     let mut stages_cpu = 0.0;
     for (i, probe) in probes.iter().enumerate() {
         let records = last.records[i] - first.records[i];
         let cpu = (last.cpu[i] - first.cpu[i]) / ticks;
         stages_cpu += cpu;
-        let commits = last.commits[i] - first.commits[i];
-        let commit_seconds = last.commit_seconds[i] - first.commit_seconds[i];
-        let (commits, commit_ms, failures) = if probe.name == "ingest" {
-            ("-".to_string(), "-".to_string(), "-".to_string())
-        } else {
-            (
-                format!("{:.1}", commits / window),
-                if commits > 0.0 {
-                    format!("{:.1}", commit_seconds * 1e3 / commits)
-                } else {
-                    "-".to_string()
-                },
-                format!("{:.0}, {:.0}", end.aborts[i], end.dead_letters[i]),
-            )
-        };
         println!(
-            "{:<12} {:>9.1}   {:>15.1}   {:>23.2}   {:>9}   {:>11}   {}",
+            "{:<12} {:>9.1}   {:>15.1}   {:>23.2}   {}",
             probe.name,
             records / window,
             cpu / window * 100.0,
             if records > 0.0 { cpu * 1e6 / records } else { f64::NAN },
-            commits,
-            commit_ms,
-            failures,
+            if probe.name == "ingest" {
+                "-".to_string()
+            } else {
+                format!("{:.0}, {:.0}", end.aborts[i], end.dead_letters[i])
+            }
         );
     }
     let stage_cpu_per_event = stages_cpu * 1e6 / (measured.len().max(1) as f64);
@@ -775,9 +760,6 @@ struct Sample {
     /// Transactions aborted and records dead-lettered, since the stage started.
     aborts: Vec<f64>,
     dead_letters: Vec<f64>,
-    /// Transactions committed, and the seconds their commits took in all.
-    commits: Vec<f64>,
-    commit_seconds: Vec<f64>,
     own_cpu: f64,
     /// CPU of the Kafka brokers running on this machine, in clock ticks.
     brokers_cpu: f64,
@@ -809,7 +791,6 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
     let machine = machine_cpu();
     let mut records = Vec::with_capacity(probes.len());
     let (mut aborts, mut dead_letters) = (Vec::new(), Vec::new());
-    let (mut commits, mut commit_seconds) = (Vec::new(), Vec::new());
     for probe in probes {
         let (status, text) = http_get(probe.admin, "/metrics")
             .await
@@ -827,8 +808,6 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         records.push(value);
         aborts.push(metric(&text, "stream_aborts_total", &[]));
         dead_letters.push(metric(&text, "stream_dead_letters_total", &[]));
-        commits.push(metric(&text, "stream_commits_total", &[]));
-        commit_seconds.push(metric(&text, "stream_commit_seconds_sum", &[]));
     }
     Ok(Sample {
         at,
@@ -836,8 +815,6 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         cpu,
         aborts,
         dead_letters,
-        commits,
-        commit_seconds,
         own_cpu,
         brokers_cpu,
         brokers_jit,

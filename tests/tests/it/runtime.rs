@@ -51,17 +51,6 @@ async fn setup(env: &TestEnv) {
     }
 }
 
-/// A counting application on fresh topics, a producer, and its input topic.
-async fn counting_with_input(env: &TestEnv) -> (Arc<Counting>, FutureProducer, String) {
-    setup(env).await;
-    let app = Arc::new(Counting {
-        id: env.unique_id("counter"),
-        prefix: env.kafka.topic_prefix.clone(),
-    });
-    let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
-    (app, producer, format!("{}{INPUT}", env.kafka.topic_prefix))
-}
-
 /// Sends `records` increments over `keys` keys; returns how many each key got.
 async fn produce(env: &TestEnv, records: usize, keys: usize, seed: u64) -> HashMap<String, u64> {
     let producer: FutureProducer = env
@@ -367,7 +356,13 @@ async fn replicas_added_and_killed_mid_run_keep_the_counts_exact() {
 #[tokio::test]
 async fn a_poison_record_is_dead_lettered_and_processing_continues_behind_it() {
     let env = TestEnv::new().await;
-    let (app, producer, input) = counting_with_input(&env).await;
+    setup(&env).await;
+    let app = Arc::new(Counting {
+        id: env.unique_id("counter"),
+        prefix: env.kafka.topic_prefix.clone(),
+    });
+    let producer: FutureProducer = env.client_config().set("acks", "all").create().unwrap();
+    let input = format!("{}{INPUT}", env.kafka.topic_prefix);
     for value in ["inc", "\u{0}garbage", "inc-then-reject", "inc"] {
         producer
             .send(FutureRecord::to(&input).key("k").payload(value), TIMEOUT)
@@ -590,92 +585,4 @@ async fn a_worker_frozen_past_its_transaction_timeout_renews_its_producer_and_co
     assert!(worker.terminate().success(), "a graceful stop exits 0");
     let counts = watch.settle(Duration::from_secs(2)).await;
     assert_exactly_once(&expected, &counts);
-}
-
-/// The checkpoint lines of `topic`'s records in `partition`, read with read_committed
-/// from the beginning until nothing new comes for a few seconds, oldest first.
-async fn checkpoints(env: &TestEnv, topic: &str, partition: i32) -> Vec<String> {
-    let consumer = env.consumer(topic, "read_committed");
-    let mut found = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv())
-        .await
-        .map(Result::ok)
-    {
-        if message.partition() == partition && message.key() == Some(b"\0checkpoint".as_slice()) {
-            found.push(String::from_utf8(message.payload().unwrap_or_default().to_vec()).unwrap());
-        }
-    }
-    found
-}
-
-/// The number on a checkpoint's `#<name> ...` line (its last word).
-fn checkpoint_number(text: &str, line: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(line))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-}
-
-#[tokio::test]
-async fn a_store_gets_checkpoints_only_from_transactions_that_wrote_it_and_a_restart_restores_it() {
-    let env = TestEnv::new().await;
-    let (app, producer, input) = counting_with_input(&env).await;
-    let send = |value: &'static str| {
-        let producer = producer.clone();
-        let input = input.clone();
-        async move {
-            producer
-                .send(FutureRecord::to(&input).key("k").payload(value), TIMEOUT)
-                .await
-                .unwrap()
-        }
-    };
-    let partition = send("inc").await.partition;
-    for _ in 0..4 {
-        send("inc").await;
-    }
-    let worker = InProcessWorker::start(
-        &env.kafka,
-        Arc::clone(&app) as Arc<dyn kafka_runtime::task::Application>,
-        Duration::from_millis(50),
-        Duration::from_secs(3600),
-    );
-    assert_eq!(read_counts(&env, 5, TIMEOUT).await["k"], [1, 2, 3, 4, 5]);
-    // A record that changes no count: its transaction writes the anchor only.
-    send("not a number").await;
-    let dead = env.consumer(&env.topic(Topic::DeadLetter), "read_committed");
-    tokio::time::timeout(TIMEOUT, dead.recv())
-        .await
-        .expect("the rejected record is dead-lettered within 30 s")
-        .unwrap();
-    tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
-
-    let changelog = |store| kafka_runtime::worker::changelog_topic(&env.kafka.topic_prefix, &app.id, store);
-    let anchors = checkpoints(&env, &changelog("watermarks"), partition).await;
-    let counts = checkpoints(&env, &changelog("counts"), partition).await;
-    let anchor = anchors.last().expect("the anchor holds checkpoints");
-    let last_counts = counts.last().expect("the counts changelog holds checkpoints");
-    let anchor_seq = checkpoint_number(anchor, "#seq ").expect("the anchor is numbered");
-    let counts_seq = checkpoint_number(last_counts, "#seq ").expect("a store's checkpoint is numbered");
-    assert_eq!(
-        checkpoint_number(anchor, "#last counts "),
-        Some(counts_seq),
-        "the anchor names the last checkpoint of the counts changelog:\n{anchor}\n--\n{last_counts}"
-    );
-    assert!(
-        anchor_seq > counts_seq,
-        "the rejected record's transaction wrote no count, and no checkpoint into counts ({anchor_seq} vs {counts_seq})"
-    );
-    assert!(
-        counts.len() < anchors.len(),
-        "{} checkpoints in counts, {} in the anchor",
-        counts.len(),
-        anchors.len()
-    );
-
-    // A worker started again restores the count the earlier transactions left.
-    send("inc").await;
-    let worker = InProcessWorker::start(&env.kafka, app, Duration::from_millis(50), Duration::from_secs(3600));
-    assert_eq!(read_counts(&env, 6, TIMEOUT).await["k"], [1, 2, 3, 4, 5, 6]);
-    tokio::time::timeout(TIMEOUT, worker.stop()).await.unwrap().unwrap();
 }
