@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::settings::Organizations;
+use anyhow::Context;
 use clap::Parser;
 use kafka_runtime::config::{KafkaArgs, ProcessingArgs, TelemetryArgs};
 use kafka_runtime::shutdown::Shutdown;
@@ -70,14 +71,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // before the first order is.
     let organizations = Organizations::default();
     let settings_ready = stage.readiness().check("settings");
+    // Without settings no day can be told, so a follower that cannot run (its topic
+    // missing, say) stops the stage, and its error becomes the process's: a reporter
+    // left waiting for settings forever would only say "starting".
     let follower = tokio::spawn({
         let (kafka, organizations, shutdown) = (config.kafka.clone(), organizations.clone(), shutdown.clone());
         async move {
-            if let Err(e) =
-                accounts::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown).await
-            {
-                tracing::error!(error = %e, "following organization settings failed");
+            let result =
+                accounts::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot follow organization settings; stopping"
+                );
+                shutdown.trigger();
             }
+            result
         }
     });
     let periods = app::Periods {
@@ -101,7 +110,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             loaded,
         )
         .await;
-    follower.abort();
+    if follower.is_finished() {
+        follower.await.context("settings follower panicked")??;
+    } else {
+        follower.abort();
+    }
     result?;
     Ok(())
 }

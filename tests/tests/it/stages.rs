@@ -166,3 +166,17 @@ async fn ingest_without_its_topics_exits_with_the_reason() {
     let err = format!("{:#}", result.unwrap_err());
     assert!(err.contains("salesctl topics create"), "{err}");
 }
+
+#[tokio::test]
+async fn the_reporter_without_its_topics_exits_with_the_reason() {
+    // Its settings come first: their missing topic must end the stage, not leave it
+    // "starting" for ever.
+    let env = TestEnv::new().await;
+    let admin = free_local_addr();
+    let config = reporter::Config::try_parse_from(args(&env, "reporter", admin)).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), reporter::run(config, Shutdown::new()))
+        .await
+        .expect("the reporter did not end within 30 s without its topics");
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains("salesctl topics create"), "{err}");
+}
