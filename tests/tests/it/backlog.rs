@@ -221,6 +221,36 @@ async fn write_backlog(env: &TestEnv, plan: &Plan) {
 }
 
 /// Scrapes the too-late counter of every reporter worker among `workers`.
+/// Prints, `after` from now, what each worker says of itself (readiness, records,
+/// commits, aborts, watermark): a run that times out then shows which stage stalled.
+fn state_before(workers: &[Worker], after: Duration) -> JoinHandle<()> {
+    let workers: Vec<(&'static str, String, SocketAddr)> =
+        workers.iter().map(|w| (w.stage, w.id.clone(), w.admin)).collect();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        for (stage, id, admin) in workers {
+            let ready = http_get(admin, "/readyz").await.map(|(_, body)| body);
+            let metrics = http_get(admin, "/metrics")
+                .await
+                .map(|(_, text)| text)
+                .unwrap_or_default();
+            let figure = |name: &str| metric_value(&metrics, name);
+            #[allow(clippy::cast_possible_truncation)]
+            let watermark = Timestamp(figure("stream_watermark_micros") as i64)
+                .to_datetime()
+                .map_or_else(|| "none".to_string(), |at| at.to_rfc3339());
+            println!(
+                "{stage} {id} after {after:?}: readyz {ready:?}; records {}, commits {}, aborts {}, restored {}, late {}, lowest watermark {watermark}",
+                figure("stream_records_total"),
+                figure("stream_commits_total"),
+                figure("stream_aborts_total"),
+                figure("stream_restored_records_total"),
+                figure("stream_late_records_total"),
+            );
+        }
+    })
+}
+
 async fn too_late_orders(workers: &[Worker]) -> f64 {
     let mut total = 0.0;
     for worker in workers.iter().filter(|w| w.stage == "reporter") {
@@ -242,7 +272,9 @@ async fn a_month_of_backlog_gives_the_reference_reports(seed: u64, ids: &[&str])
 
     let workers = start_stages(&env, ids).await;
     let reports = env.consumer(&env.topic(Topic::ReportsDaily), "read_committed");
+    let snapshot = state_before(&workers, REPORTS_TIMEOUT.saturating_sub(Duration::from_secs(5)));
     await_reports(&reports, &expected, REPORTS_TIMEOUT).await;
+    snapshot.abort();
     assert_eq!(too_late_orders(&workers).await, 0.0, "no order may come too late");
     stop_all(workers).await;
 }
