@@ -157,6 +157,28 @@ pub async fn follow(
         .context("cannot follow the organization settings")
 }
 
+/// [`follow`] for a stage that cannot work without settings (ingest cannot accept an
+/// event, the reporter cannot tell a day): a follower that fails says why and triggers
+/// `shutdown`, so the stage stops and the error becomes the process's instead of the
+/// stage waiting for settings for ever.
+pub async fn follow_or_stop(
+    stage: &str,
+    kafka: &KafkaArgs,
+    organizations: Organizations,
+    ready: ReadyCheck,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let result = follow(stage, kafka, organizations, ready, shutdown.clone()).await;
+    if let Err(e) = &result {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot follow organization settings; stopping"
+        );
+        shutdown.trigger();
+    }
+    result
+}
+
 struct SettingsTable(Organizations);
 
 impl Follower for SettingsTable {

@@ -198,21 +198,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     });
 
     let running = stage.start(config.admin_addr).await?;
-    // Without settings no event can be accepted, so a follower that cannot run stops
-    // ingest, and its error becomes the process's.
     let follower = tokio::spawn({
         let (kafka, shutdown) = (config.kafka.clone(), shutdown.clone());
-        async move {
-            let result = settings::follow("ingest", &kafka, organizations, settings_ready, shutdown.clone()).await;
-            if let Err(e) = &result {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "cannot follow organization settings; stopping"
-                );
-                shutdown.trigger();
-            }
-            result
-        }
+        async move { settings::follow_or_stop("ingest", &kafka, organizations, settings_ready, shutdown).await }
     });
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ingest), shutdown.clone()));
     // Ends by itself at shutdown; nothing waits on it.

@@ -71,23 +71,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // before the first order is.
     let organizations = Organizations::default();
     let settings_ready = stage.readiness().check("settings");
-    // Without settings no day can be told, so a follower that cannot run (its topic
-    // missing, say) stops the stage, and its error becomes the process's: a reporter
-    // left waiting for settings forever would only say "starting".
     let follower = tokio::spawn({
         let (kafka, organizations, shutdown) = (config.kafka.clone(), organizations.clone(), shutdown.clone());
-        async move {
-            let result =
-                accounts::settings::follow("reporter", &kafka, organizations, settings_ready, shutdown.clone()).await;
-            if let Err(e) = &result {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "cannot follow organization settings; stopping"
-                );
-                shutdown.trigger();
-            }
-            result
-        }
+        async move { accounts::settings::follow_or_stop("reporter", &kafka, organizations, settings_ready, shutdown).await }
     });
     let periods = app::Periods {
         grace: config.report_grace,

@@ -220,7 +220,6 @@ async fn write_backlog(env: &TestEnv, plan: &Plan) {
     simulator::write::past(&env.kafka, &producer, plan).await.unwrap();
 }
 
-/// Scrapes the too-late counter of every reporter worker among `workers`.
 /// Prints, `after` from now, what each worker says of itself (readiness, records,
 /// commits, aborts, watermark): a run that times out then shows which stage stalled.
 fn state_before(workers: &[Worker], after: Duration) -> JoinHandle<()> {
@@ -251,6 +250,7 @@ fn state_before(workers: &[Worker], after: Duration) -> JoinHandle<()> {
     })
 }
 
+/// Scrapes the too-late counter of every reporter worker among `workers`.
 async fn too_late_orders(workers: &[Worker]) -> f64 {
     let mut total = 0.0;
     for worker in workers.iter().filter(|w| w.stage == "reporter") {
