@@ -33,16 +33,9 @@ pub async fn http(
     body: &[u8],
 ) -> std::io::Result<HttpAnswer> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    stream
+        .write_all(&encode_request(addr, "HTTP/1.0", method, path, headers, body))
+        .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     if response.is_empty() {
@@ -55,21 +48,50 @@ pub async fn http(
     }
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let (status, headers) = parse_head(head)?;
     Ok(HttpAnswer {
         status,
         headers,
         body: body.to_string(),
     })
+}
+
+/// A request's bytes: its line in HTTP `version`, `Host`, `Content-Length`, `headers`,
+/// then `body`.
+pub(crate) fn encode_request(
+    addr: std::net::SocketAddr,
+    version: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} {version}\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// An answer's status and headers (names in lower case) from its head.
+pub(crate) fn parse_head(head: &str) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers))
 }
 
 /// A GET, answering (status, body).

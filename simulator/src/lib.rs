@@ -11,6 +11,7 @@
 //!   widget events through ingest over HTTP.
 
 pub mod http;
+pub mod keep_alive;
 pub mod load;
 pub mod plan;
 pub mod write;

@@ -22,7 +22,8 @@ use schemas::topics::Topic;
 use schemas::values::{Money, Timestamp};
 use tokio::sync::Semaphore;
 
-use crate::write::post;
+use crate::keep_alive::KeepAlive;
+use crate::write::post_kept;
 
 /// The organization the load trades under.
 pub const ORGANIZATION: &str = "org_load";
@@ -337,8 +338,9 @@ pub struct Outcome {
 }
 
 /// Sends `load` at `settings.rate` widget events per second for `settings.duration`,
-/// the first due at `start`: each posted to ingest at `ingest` on a connection of its
-/// own, a 429 or 503 retried with the same `event_id` as a widget does; the chat
+/// the first due at `start`: each posted to ingest at `ingest` over HTTP/1.1 on a kept
+/// connection, as a browser keeps its connection to a site, a 429 or 503 retried with
+/// the same `event_id` as a widget does; the chat
 /// handovers written straight to `chat.sessions`, as the chat platform does.
 pub async fn run(
     kafka: &KafkaArgs,
@@ -352,6 +354,7 @@ pub async fn run(
     let rate = f64::from(settings.rate.max(1));
     let total = (rate * settings.duration.as_secs_f64()).round() as u64;
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    let client = Arc::new(KeepAlive::new(ingest));
     let mut chat_events = 0u64;
     let mut senders = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut deliveries = Vec::new();
@@ -376,8 +379,9 @@ pub async fn run(
         }
         let event = load.next_widget(now);
         let permit = Arc::clone(&in_flight).acquire_owned().await?;
+        let client = Arc::clone(&client);
         senders.push(tokio::spawn(async move {
-            let status = post_as_a_widget(ingest, &event).await;
+            let status = post_as_a_widget(&client, &event).await;
             let answered = Instant::now();
             drop(permit);
             Posted {
@@ -419,11 +423,11 @@ async fn failed_deliveries(deliveries: Vec<DeliveryFuture>) -> u64 {
 }
 
 /// Posts `event` until ingest answers something other than "try again"; the last status.
-async fn post_as_a_widget(ingest: SocketAddr, event: &WidgetEvent) -> u16 {
+async fn post_as_a_widget(ingest: &KeepAlive, event: &WidgetEvent) -> u16 {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let status = match post(ingest, event).await {
+        let status = match post_kept(ingest, event).await {
             Ok((status, _)) => status,
             Err(_) => 0,
         };

@@ -13,6 +13,7 @@ use schemas::topics::Topic;
 use serde_json::{Value, json};
 
 use crate::http::http;
+use crate::keep_alive::KeepAlive;
 use crate::plan::{Plan, Write};
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,17 +131,24 @@ pub fn api_json(event: &WidgetEvent) -> Value {
 /// Posts a widget event to ingest; returns the answer's status and body.
 pub async fn post(ingest: SocketAddr, event: &WidgetEvent) -> anyhow::Result<(u16, String)> {
     let body = api_json(event).to_string();
-    let answer = http(
-        ingest,
-        "POST",
-        "/v1/events",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .await
-    .with_context(|| format!("cannot reach ingest at {ingest}"))?;
+    let answer = http(ingest, "POST", EVENTS_PATH, JSON, body.as_bytes())
+        .await
+        .with_context(|| format!("cannot reach ingest at {ingest}"))?;
     Ok((answer.status, answer.body))
 }
+
+/// [`post`] on one of `ingest`'s kept connections.
+pub async fn post_kept(ingest: &KeepAlive, event: &WidgetEvent) -> anyhow::Result<(u16, String)> {
+    let body = api_json(event).to_string();
+    let answer = ingest
+        .request("POST", EVENTS_PATH, JSON, body.as_bytes())
+        .await
+        .context("cannot reach ingest")?;
+    Ok((answer.status, answer.body))
+}
+
+const EVENTS_PATH: &str = "/v1/events";
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
 
 /// Sends today's trade: chat events straight to Kafka, widget events through ingest
 /// (retrying a 429 or 503 as a widget would). Returns how many ingest accepted.

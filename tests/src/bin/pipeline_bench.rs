@@ -29,6 +29,8 @@ use kafka_runtime::config::KafkaArgs;
 use kafka_runtime::shutdown::Shutdown;
 use kafka_runtime::topic_admin::{WantedTopic, assign_whole_topic, ensure, ensure_topics};
 use rdkafka::Offset;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -416,6 +418,12 @@ async fn bench(cli: &Cli, rate: u32) -> anyhow::Result<Summary> {
         humantime::format_duration(cli.commit_interval),
     );
     println!(
+        "brokers: transaction.partition.verification.enable={}",
+        transaction_verification(&kafka)
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e:#})"))
+    );
+    println!(
         "end to end:  {:.1} events/s sustained over {window:.1} s ({} events accepted in the window: {} cart events, {measured_orders} orders)",
         measured.len() as f64 / window,
         measured.len(),
@@ -449,24 +457,39 @@ async fn bench(cli: &Cli, rate: u32) -> anyhow::Result<Summary> {
         percentile(&to_attributed, 0.99),
         to_attributed.len(),
     );
-    println!("stage        records/s   CPU % of a core   CPU ms per 1000 records   aborts, dead letters (whole run)");
+    println!(
+        "stage        records/s   CPU % of a core   CPU ms per 1000 records   commits/s   ms a commit   aborts, dead letters (whole run)"
+    );
     let ticks = clock_ticks();
     let mut stages_cpu = 0.0;
     for (i, probe) in probes.iter().enumerate() {
         let records = last.records[i] - first.records[i];
         let cpu = (last.cpu[i] - first.cpu[i]) / ticks;
         stages_cpu += cpu;
+        let commits = last.commits[i] - first.commits[i];
+        let commit_seconds = last.commit_seconds[i] - first.commit_seconds[i];
+        let (commits, commit_ms, failures) = if probe.name == "ingest" {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.1}", commits / window),
+                if commits > 0.0 {
+                    format!("{:.1}", commit_seconds * 1e3 / commits)
+                } else {
+                    "-".to_string()
+                },
+                format!("{:.0}, {:.0}", end.aborts[i], end.dead_letters[i]),
+            )
+        };
         println!(
-            "{:<12} {:>9.1}   {:>15.1}   {:>23.2}   {}",
+            "{:<12} {:>9.1}   {:>15.1}   {:>23.2}   {:>9}   {:>11}   {}",
             probe.name,
             records / window,
             cpu / window * 100.0,
             if records > 0.0 { cpu * 1e6 / records } else { f64::NAN },
-            if probe.name == "ingest" {
-                "-".to_string()
-            } else {
-                format!("{:.0}, {:.0}", end.aborts[i], end.dead_letters[i])
-            }
+            commits,
+            commit_ms,
+            failures,
         );
     }
     let stage_cpu_per_event = stages_cpu * 1e6 / (measured.len().max(1) as f64);
@@ -763,6 +786,9 @@ struct Sample {
     /// Transactions aborted and records dead-lettered, since the stage started.
     aborts: Vec<f64>,
     dead_letters: Vec<f64>,
+    /// Transactions committed, and the seconds their commits took in all.
+    commits: Vec<f64>,
+    commit_seconds: Vec<f64>,
     own_cpu: f64,
     /// CPU of the Kafka brokers running on this machine, in clock ticks.
     brokers_cpu: f64,
@@ -794,6 +820,7 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
     let machine = machine_cpu();
     let mut records = Vec::with_capacity(probes.len());
     let (mut aborts, mut dead_letters) = (Vec::new(), Vec::new());
+    let (mut commits, mut commit_seconds) = (Vec::new(), Vec::new());
     for probe in probes {
         let (status, text) = http_get(probe.admin, "/metrics")
             .await
@@ -811,6 +838,8 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         records.push(value);
         aborts.push(metric(&text, "stream_aborts_total", &[]));
         dead_letters.push(metric(&text, "stream_dead_letters_total", &[]));
+        commits.push(metric(&text, "stream_commits_total", &[]));
+        commit_seconds.push(metric(&text, "stream_commit_seconds_sum", &[]));
     }
     Ok(Sample {
         at,
@@ -818,11 +847,43 @@ async fn sample(probes: &[Probe]) -> anyhow::Result<Sample> {
         cpu,
         aborts,
         dead_letters,
+        commits,
+        commit_seconds,
         own_cpu,
         brokers_cpu,
         brokers_jit,
         machine,
     })
+}
+
+/// The brokers' `transaction.partition.verification.enable` (KIP-890), one value per
+/// broker when they differ. When it is on, a partition's first record in a transaction
+/// waits until its leader has checked with the transaction coordinator that the
+/// partition joined the transaction; librdkafka sends one produce request per
+/// partition, so each commit pays that check once per partition it writes.
+async fn transaction_verification(kafka: &KafkaArgs) -> anyhow::Result<String> {
+    const KEY: &str = "transaction.partition.verification.enable";
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .client_config("pipeline-bench-admin")
+        .create()
+        .context("cannot create an admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("cannot read the cluster's metadata")?;
+    let brokers: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    let specifiers: Vec<ResourceSpecifier<'_>> = brokers.iter().map(|id| ResourceSpecifier::Broker(*id)).collect();
+    let described = admin
+        .describe_configs(&specifiers, &AdminOptions::new())
+        .await
+        .context("cannot describe the brokers' configs")?;
+    let mut values = std::collections::BTreeSet::new();
+    for (id, result) in brokers.iter().zip(described) {
+        let resource = result.map_err(|code| anyhow::anyhow!("cannot describe broker {id}: {code:?}"))?;
+        let value = resource.get(KEY).and_then(|entry| entry.value.clone());
+        values.insert(value.unwrap_or_else(|| "unset".into()));
+    }
+    Ok(values.into_iter().collect::<Vec<_>>().join(" / "))
 }
 
 /// The value of `name` in Prometheus text, on the line whose labels include `labels`;
