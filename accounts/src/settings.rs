@@ -70,7 +70,7 @@ pub struct Organizations {
 }
 
 impl Organizations {
-    /// Whether every organization's settings have been read; see [`follow`].
+    /// Whether every organization's settings have been read; see [`follow_or_stop`].
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
@@ -143,24 +143,11 @@ impl Organizations {
 
 /// Reads the whole topic, marks `organizations` loaded and `ready` set once every
 /// partition has been read to its end, then keeps applying changes until shutdown.
-pub async fn follow(
-    stage: &str,
-    kafka: &KafkaArgs,
-    organizations: Organizations,
-    ready: ReadyCheck,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
-    let mut table = SettingsTable(organizations);
-    kafka_runtime::follow::follow(kafka, &format!("{stage}-settings"), &topic, ready, shutdown, &mut table)
-        .await
-        .context("cannot follow the organization settings")
-}
-
-/// [`follow`] for a stage that cannot work without settings (ingest cannot accept an
-/// event, the reporter cannot tell a day): a follower that fails says why and triggers
-/// `shutdown`, so the stage stops and the error becomes the process's instead of the
-/// stage waiting for settings for ever.
+///
+/// For a stage that cannot work without settings (ingest cannot accept an event, the
+/// reporter cannot tell a day): a follower that fails says why and triggers `shutdown`,
+/// so the stage stops and the error becomes the process's instead of the stage waiting
+/// for settings for ever.
 pub async fn follow_or_stop(
     stage: &str,
     kafka: &KafkaArgs,
@@ -168,7 +155,15 @@ pub async fn follow_or_stop(
     ready: ReadyCheck,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let result = follow(stage, kafka, organizations, ready, shutdown.clone()).await;
+    let result = async {
+        let topic = kafka.topic_names()?.name(schemas::topics::Topic::Organizations);
+        let mut table = SettingsTable(organizations);
+        let group = format!("{stage}-settings");
+        kafka_runtime::follow::follow(kafka, &group, &topic, ready, shutdown.clone(), &mut table)
+            .await
+            .context("cannot follow the organization settings")
+    }
+    .await;
     if let Err(e) = &result {
         tracing::error!(
             error = format!("{e:#}"),
