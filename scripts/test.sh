@@ -22,4 +22,9 @@ if [[ -z "${SALES_CHROMEDRIVER:-}" ]]; then
   SALES_CHROMEDRIVER="$(scripts/browser-env.sh)"
   export SALES_CHROMEDRIVER
 fi
+# A failing test's message is what a reader of the log needs, and a log is often read from its
+# end: backtraces (of the test's panic, and of the errors the stages' processes print) push
+# the message out of view. SALES_TEST_BACKTRACE=1 brings them back.
+export RUST_BACKTRACE="${SALES_TEST_BACKTRACE:-0}"
+export RUST_LIB_BACKTRACE="${SALES_TEST_BACKTRACE:-0}"
 exec cargo test --workspace --locked "$@"
