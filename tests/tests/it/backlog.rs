@@ -238,10 +238,38 @@ fn state_before(workers: &[Worker], after: Duration) -> JoinHandle<()> {
             let watermark = Timestamp(figure("stream_watermark_micros") as i64)
                 .to_datetime()
                 .map_or_else(|| "none".to_string(), |at| at.to_rfc3339());
+            // What the stage decided: an order that lost its chat, or came too late.
+            let labelled = |name: &str, label: &str| {
+                metrics
+                    .lines()
+                    .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            };
+            let decided = match stage {
+                "attributor" => format!(
+                    "; orders attributed {}, unattributed {}, held {}",
+                    labelled("attributor_orders_total", "outcome=\"attributed\""),
+                    labelled("attributor_orders_total", "outcome=\"unattributed\""),
+                    figure("attributor_held_orders_total"),
+                ),
+                "reporter" => format!(
+                    "; unattributed {}, too late {}, reports {}, revisions {}",
+                    figure("reporter_unattributed_orders_total"),
+                    figure("reporter_orders_too_late_total"),
+                    figure("reporter_reports_published_total"),
+                    figure("reporter_report_revisions_total"),
+                ),
+                _ => String::new(),
+            };
             println!(
-                "{stage} {id} after {after:?}: readyz {ready:?}; records {}, commits {}, aborts {}, restored {}, late {}, lowest watermark {watermark}",
+                "{stage} {id} after {after:?} (at {}): readyz {ready:?}; records {}, commits {} ({:.1} s in all), marks sent {}, broker waits {}, aborts {}, restored {}, late {}, lowest watermark {watermark}{decided}",
+                chrono::Utc::now().to_rfc3339(),
                 figure("stream_records_total"),
                 figure("stream_commits_total"),
+                figure("stream_commit_seconds_sum"),
+                figure("stream_watermark_marks_sent_total"),
+                figure("stream_broker_waits_total"),
                 figure("stream_aborts_total"),
                 figure("stream_restored_records_total"),
                 figure("stream_late_records_total"),

@@ -68,6 +68,12 @@ impl Pipeline {
     }
 }
 
+/// A report's orders as `all/AI`, each summed over its currencies.
+fn order_counts(report: &DailySalesReport) -> String {
+    let orders = |section: &schemas::records::SalesSection| section.currencies.iter().map(|c| c.orders).sum::<i64>();
+    format!("{}/{}", orders(&report.all_sales), orders(&report.ai_agent_sales))
+}
+
 /// Reads `sales.reports.daily` until its latest report of each day (revision and
 /// publication time aside) equals `expected` for every expected day.
 pub(crate) async fn await_reports(
@@ -85,8 +91,17 @@ pub(crate) async fn await_reports(
         let Ok(next) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
             let differing: Vec<&String> = expected.keys().filter(|k| latest.get(*k) != expected.get(*k)).collect();
             let first = differing.first().map(|k| (latest.get(*k), &expected[*k]));
+            // Orders of each differing day, all and AI, got against wanted: whether
+            // orders are missing, extra, or only placed otherwise shows at a glance.
+            let counts: Vec<String> = differing
+                .iter()
+                .map(|k| {
+                    let got = latest.get(*k).map_or_else(|| "none".to_string(), order_counts);
+                    format!("{k}: got {got}, wanted {}", order_counts(&expected[*k]))
+                })
+                .collect();
             panic!(
-                "the reports differ from the expectation on {} of {} days: {differing:?}\nfirst: got {:#?}\nwanted {:#?}",
+                "the reports differ from the expectation on {} of {} days: {differing:?}\norders (all/AI): {counts:?}\nfirst: got {:#?}\nwanted {:#?}",
                 differing.len(),
                 expected.len(),
                 first.map(|f| f.0),
