@@ -412,6 +412,23 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// The stream stages' idle advance in a test that writes past days while they run:
+/// longer than the writing takes (chunks 2 s apart, kills, a broker's restart), so that no
+/// source takes the wall clock between two chunks. Otherwise every later chunk would be
+/// late (processed at once, in whatever order it arrives: an order reaching the
+/// attributor before its chat event would lose its chat), and the figures would depend
+/// on the timing of the faults rather than on the records.
+pub const PAST_WHILE_RUNNING_IDLE_ADVANCE: &str = "30s";
+
+/// `argv` with `flag` set to `value`, in place when it is there already.
+pub fn with_flag(mut argv: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    match argv.iter().position(|a| a == flag) {
+        Some(at) => argv[at + 1] = value.to_string(),
+        None => argv.extend([flag.to_string(), value.to_string()]),
+    }
+    argv
+}
+
 /// The flags of a pipeline stage on the test's topics: its admin listener, ingest's
 /// public listener, a group of the test's own, worker `w1`, and a one-second idle
 /// advance so that quiet days close quickly.

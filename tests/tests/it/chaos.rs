@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 use sales_tests::reference::expected_reports;
-use sales_tests::{PrivateBroker, TestEnv, await_ready, free_local_addr, read_exactly, stage_args};
+use sales_tests::{
+    PAST_WHILE_RUNNING_IDLE_ADVANCE, PrivateBroker, TestEnv, await_ready, free_local_addr, read_exactly, stage_args,
+    with_flag,
+};
 use schemas::records::WidgetEvent;
 use schemas::topics::Topic;
 use schemas::values::Timestamp;
@@ -100,8 +103,6 @@ impl Drop for StageProcess {
     }
 }
 
-/// Posts a live cart event until ingest accepts it (retrying refusals while the broker
-/// restarts); returns its event id, or `None` if it never got a 202.
 /// The stages' logs of one test, in a folder of their own; the end of each is printed
 /// when the test fails, so a failure in CI says what the stages were doing.
 pub(crate) struct StageLogs(std::path::PathBuf);
@@ -142,6 +143,8 @@ impl Drop for StageLogs {
     }
 }
 
+/// Posts a live cart event until ingest accepts it (retrying refusals while the broker
+/// restarts); returns its event id, or `None` if it never got a 202.
 async fn post_until_accepted(ingest: std::net::SocketAddr, event: &WidgetEvent) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -193,7 +196,11 @@ async fn chaos(past: Past) {
         .into_iter()
         .map(|name| {
             let admin = free_local_addr();
-            StageProcess::spawn_logged(name, stage_args(&env, name, admin, public), admin, Some(logs.of(name)))
+            let mut args = stage_args(&env, name, admin, public);
+            if past == Past::Live && name != "ingest" {
+                args = with_flag(args, "--idle-advance", PAST_WHILE_RUNNING_IDLE_ADVANCE);
+            }
+            StageProcess::spawn_logged(name, args, admin, Some(logs.of(name)))
         })
         .collect();
     for stage in &stages {

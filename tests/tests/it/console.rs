@@ -19,7 +19,7 @@ use kafka_runtime::shutdown::Shutdown;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use sales_tests::reference::expected_reports;
-use sales_tests::{TestEnv, await_ready, free_local_addr, run_stage, stage_args};
+use sales_tests::{TestEnv, await_ready, free_local_addr, run_stage, stage_args, with_flag};
 use salesctl::chat::{AgentArg, ChatArgs, ChatCommand, OpenArgs};
 use salesctl::fx::{FxCommand, ImportArgs};
 use salesctl::report::ReportArgs;
@@ -58,15 +58,6 @@ const WINDOW: (u32, u32) = (1280, 1000);
 /// clock minus the allowed lateness is past T: about 2.5 s with the defaults (1 s and
 /// 2 s), under a second with these.
 const ORDER_HOLD: [(&str, &str); 2] = [("--idle-advance", "500ms"), ("--allowed-lateness", "500ms")];
-
-/// `argv` with `flag` set to `value`, in place when it is there already.
-fn with_flag(mut argv: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    match argv.iter().position(|a| a == flag) {
-        Some(at) => argv[at + 1] = value.to_string(),
-        None => argv.extend([flag.to_string(), value.to_string()]),
-    }
-    argv
-}
 
 /// Every stage of the pipeline and the API in this process, on the test's topics, the
 /// stream stages with [`ORDER_HOLD`]; stopped when dropped.
@@ -474,10 +465,14 @@ async fn a_live_order_reaches_the_console_and_a_simulated_week_shows_as_salesctl
     assert!(week.len() >= 5, "a simulated week closes most of its days: {week:?}");
     import_rates(&env, first - chrono::Days::new(4), last + chrono::Days::new(2)).await;
 
-    let stages = Stages::start(&env).await;
+    // The week is in the topics before the stages start, as a backlog: written once the
+    // stages' quiet sources had taken the wall clock, every record of it would be late
+    // (processed at once, in whatever order it arrives), and an order that reached the
+    // attributor before its chat event would lose its chat.
     simulator::write::records(&env.kafka, &producer, &plan.past)
         .await
         .unwrap();
+    let stages = Stages::start(&env).await;
     let reports = env.consumer(&env.topic(Topic::ReportsDaily), "read_committed");
     await_reports(&reports, &expected, TIMEOUT).await;
     eprintln!("console: the week is reported after {:?}", started.elapsed());

@@ -127,11 +127,13 @@ async fn a_simulated_week_gives_exactly_the_reports_of_the_reference() {
     simulator::write::organizations(&env.kafka, &producer, &plan.organizations)
         .await
         .unwrap();
-    let pipeline = Pipeline::start(&env).await;
-
+    // The past is in the topics before the stages start: written once their quiet
+    // sources had taken the wall clock, it would be late (processed at once, in whatever
+    // order it arrives) and its attribution would depend on that order.
     simulator::write::records(&env.kafka, &producer, &plan.past)
         .await
         .unwrap();
+    let pipeline = Pipeline::start(&env).await;
     // The second device's copies once the originals are through the dedupe.
     let originals = simulator::plan::order_ids(&plan.past);
     let orders = env.consumer(&env.topic(Topic::Orders), "read_committed");

@@ -498,7 +498,7 @@ async fn a_second_worker_with_the_same_id_fences_the_first_which_exits_with_an_e
     let zombie = WorkerProcess::spawn(&env, &app, "w1");
     assert!(
         watch.wait_for(2_000, Duration::from_secs(60)).await,
-        "{} of 20000",
+        "the worker counted {} records within 60 s of its start, not the first 2000 of 20000",
         watch.read()
     );
     // The worker hangs (frozen, as a long pause would): it stops heartbeating and the
@@ -561,7 +561,7 @@ async fn a_worker_frozen_past_its_transaction_timeout_renews_its_producer_and_co
     let worker = WorkerProcess::spawn(&env, &app, "w1");
     assert!(
         watch.wait_for(2_000, Duration::from_secs(60)).await,
-        "{} of 20000",
+        "the worker counted {} records within 60 s of its start, not the first 2000 of 20000",
         watch.read()
     );
     // Frozen with a transaction open (a long pause of the process, a starved machine):
