@@ -639,6 +639,27 @@ impl InProcessWorker {
     }
 }
 
+/// The value of `name` in Prometheus text, on the line whose labels include `labels`;
+/// summed over the lines that match; 0 when there is none yet.
+pub fn metric_labelled(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, tags) = match series.split_once('{') {
+                Some((metric, tags)) => (metric, tags.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let wanted = metric == name
+                && labels.iter().all(|(k, v)| {
+                    tags.split(',')
+                        .any(|tag| tag.split_once('=') == Some((k, &format!("\"{v}\""))))
+                });
+            wanted.then(|| value.trim().parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
 /// The sum of the samples of metric `name` (every label set) in Prometheus text; a
 /// series with labels is named with them: `name{label="value"}`.
 pub fn metric_value(text: &str, name: &str) -> f64 {

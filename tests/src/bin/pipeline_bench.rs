@@ -37,7 +37,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use sales_tests::bench::{
     clock_ticks, local_brokers, machine_ticks, percentile, process_ticks, stage_binaries, tail, thread_ticks,
 };
-use sales_tests::{free_local_addr, http_get};
+use sales_tests::{free_local_addr, http_get, metric_labelled as metric};
 use schemas::records::{AgentNotification, AttributedOrder, EventName};
 use schemas::topics::{Cleanup, DEFAULT_PARTITIONS, Topic};
 use schemas::values::Timestamp;
@@ -884,27 +884,6 @@ async fn transaction_verification(kafka: &KafkaArgs) -> anyhow::Result<String> {
         values.insert(value.unwrap_or_else(|| "unset".into()));
     }
     Ok(values.into_iter().collect::<Vec<_>>().join(" / "))
-}
-
-/// The value of `name` in Prometheus text, on the line whose labels include `labels`;
-/// 0 when there is none yet.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, tags) = match series.split_once('{') {
-                Some((metric, tags)) => (metric, tags.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let wanted = metric == name
-                && labels.iter().all(|(k, v)| {
-                    tags.split(',')
-                        .any(|tag| tag.split_once('=') == Some((k, &format!("\"{v}\""))))
-                });
-            wanted.then(|| value.trim().parse::<f64>().ok()).flatten()
-        })
-        .sum()
 }
 
 /// The machine's busy and total CPU time (clock ticks, all cores) and its core count.

@@ -16,7 +16,8 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sales_tests::reference::expected_reports;
 use sales_tests::{
-    TEST_PARTITIONS, TestEnv, await_ready, free_local_addr, http_get, metric_value, run_stage, stage_args,
+    TEST_PARTITIONS, TestEnv, await_ready, free_local_addr, http_get, metric_labelled, metric_value, run_stage,
+    stage_args,
 };
 use schemas::keys;
 use schemas::records::{DailySalesReport, EnrichedOrder};
@@ -239,18 +240,12 @@ fn state_before(workers: &[Worker], after: Duration) -> JoinHandle<()> {
                 .to_datetime()
                 .map_or_else(|| "none".to_string(), |at| at.to_rfc3339());
             // What the stage decided: an order that lost its chat, or came too late.
-            let labelled = |name: &str, label: &str| {
-                metrics
-                    .lines()
-                    .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
-                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
-            };
+            let orders = |outcome: &str| metric_labelled(&metrics, "attributor_orders_total", &[("outcome", outcome)]);
             let decided = match stage {
                 "attributor" => format!(
                     "; orders attributed {}, unattributed {}, held {}",
-                    labelled("attributor_orders_total", "outcome=\"attributed\""),
-                    labelled("attributor_orders_total", "outcome=\"unattributed\""),
+                    orders("attributed"),
+                    orders("unattributed"),
                     figure("attributor_held_orders_total"),
                 ),
                 "reporter" => format!(
